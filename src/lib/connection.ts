@@ -1,0 +1,92 @@
+import {readFileSync} from 'node:fs'
+import type {ConnectionOptions as TlsOptions} from 'node:tls'
+
+import postgres from 'postgres'
+
+import type {ConnectionConfig} from './config.js'
+import {TwDbError, fromPgError} from './errors.js'
+
+export type Sql = postgres.Sql
+export type ReservedSql = postgres.ReservedSql
+export const APPLICATION_NAME = 'tw-db'
+
+export interface Notice {
+  severity: string
+  message: string
+}
+
+export interface PoolOptions {
+  /** Where server notices and warnings go; the lib never prints. */
+  onNotice?: (notice: Notice) => void
+  /** Overrides the configured pool size (the migrator needs just one). */
+  max?: number
+}
+
+/** The only place a postgres.js pool is created. */
+export function createPool(connection: ConnectionConfig, options: PoolOptions = {}): Sql {
+  return postgres({
+    host: connection.socketPath ?? connection.host,
+    port: connection.port,
+    database: connection.database,
+    username: connection.user,
+    password: connection.password,
+    ssl: sslOption(connection),
+    max: options.max ?? connection.maxConnections,
+    connect_timeout: connection.connectTimeout,
+    idle_timeout: 30,
+    connection: {
+      application_name: APPLICATION_NAME,
+      // NOTICE-level chatter ("... does not exist, skipping") is noise in a migration log.
+      client_min_messages: 'warning',
+    },
+    onnotice: (notice) => options.onNotice?.({severity: String(notice.severity ?? 'NOTICE'), message: String(notice.message ?? '')}),
+    // Never let postgres.js attach query text or parameters to errors as enumerable fields.
+    debug: false,
+  })
+}
+
+function sslOption(connection: ConnectionConfig): boolean | 'require' | 'prefer' | 'allow' | TlsOptions {
+  const ca = connection.sslRootCert ? readCa(connection.sslRootCert) : undefined
+  switch (connection.ssl) {
+    case 'disable':
+      return false
+    case 'allow':
+    case 'prefer':
+      return connection.ssl
+    case 'require':
+      // libpq: with a root certificate, require behaves like verify-ca.
+      return ca ? {ca, rejectUnauthorized: true, checkServerIdentity: () => undefined} : 'require'
+    case 'verify-ca':
+      return {ca, rejectUnauthorized: true, checkServerIdentity: () => undefined}
+    case 'verify-full':
+      return {ca, rejectUnauthorized: true, servername: connection.socketPath ? undefined : connection.host}
+  }
+}
+
+function readCa(file: string): Buffer {
+  try {
+    return readFileSync(file)
+  } catch (error) {
+    throw new TwDbError('E_SSL', `cannot read the TLS root certificate ${file}: ${(error as Error).message}`, {
+      exit: 2,
+      hint: 'Fix database.ssl_root_cert (or sslrootcert in the URL).',
+    })
+  }
+}
+
+/**
+ * Runs `fn` and maps connection-level failures to one clear TwDbError.
+ * Errors raised by SQL itself pass through for the caller to explain.
+ */
+export async function withConnectionErrors<T>(connection: ConnectionConfig, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn()
+  } catch (error) {
+    throw fromPgError(error, connection.display)
+  }
+}
+
+/** Closes the pool without waiting forever on a connection stuck in a query. */
+export async function closePool(sql: Sql): Promise<void> {
+  await sql.end({timeout: 5}).catch(() => undefined)
+}

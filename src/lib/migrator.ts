@@ -1,0 +1,494 @@
+import path from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+
+import type {ReservedSql, Sql} from './connection.js'
+import {EXIT, SQLSTATE, TwDbError, isPgError, usageError, type PgErrorLike} from './errors.js'
+import {ensureLedger, readLedger, recordMigration, type LedgerRow} from './ledger.js'
+import type {Migration} from './registry.js'
+import {characterOffset, positionToLineColumn, splitStatements} from './sql-text.js'
+
+/**
+ * Key of the session advisory lock that serialises migrate runs: the bytes
+ * of "tw-db" read as one integer (0x74772d6462). Documented in README.md.
+ */
+export const ADVISORY_LOCK_KEY = 500_215_669_858n
+
+/** How a 55P03 lock timeout inside a migration is retried (SPEC.md section 6). */
+export const LOCK_RETRY_DELAYS_MS = [1000, 2000, 4000] as const
+
+// ---------------------------------------------------------------- plan (pure)
+
+export type MigrationState = 'applied' | 'pending' | 'modified' | 'unknown'
+
+export interface PlanEntry {
+  readonly id: string
+  readonly state: MigrationState
+  /** Absent for `unknown` entries, which only the ledger knows. */
+  readonly migration?: Migration
+  readonly ledger?: LedgerRow
+}
+
+export type Problem =
+  | {readonly kind: 'modified'; readonly id: string; readonly recorded: string; readonly current: string}
+  | {readonly kind: 'out-of-order'; readonly id: string; readonly appliedAfter: string}
+  | {readonly kind: 'unknown'; readonly id: string}
+
+export interface Plan {
+  /** Every migration of the registry in order, then the ledger's unknown ones. */
+  readonly entries: readonly PlanEntry[]
+  readonly pending: readonly Migration[]
+  readonly problems: readonly Problem[]
+}
+
+export function plan(migrations: readonly Migration[], ledger: readonly LedgerRow[]): Plan {
+  const recorded = new Map(ledger.map((row) => [row.id, row]))
+  const entries: PlanEntry[] = []
+  const problems: Problem[] = []
+  const pending: Migration[] = []
+  let lastApplied: string | undefined
+
+  for (const migration of migrations) {
+    const row = recorded.get(migration.id)
+    if (!row) {
+      entries.push({id: migration.id, state: 'pending', migration})
+      pending.push(migration)
+      continue
+    }
+    // A row without checksum was written by the Rust worker: applied, nothing to compare.
+    const modified = row.checksum !== null && row.checksum !== migration.checksum
+    entries.push({id: migration.id, state: modified ? 'modified' : 'applied', migration, ledger: row})
+    if (modified) problems.push({kind: 'modified', id: migration.id, recorded: row.checksum!, current: migration.checksum})
+    lastApplied = migration.id
+  }
+
+  if (lastApplied !== undefined) {
+    const lastAppliedIndex = migrations.findIndex((m) => m.id === lastApplied)
+    for (const migration of pending) {
+      if (migrations.indexOf(migration) < lastAppliedIndex) problems.push({kind: 'out-of-order', id: migration.id, appliedAfter: lastApplied})
+    }
+  }
+
+  const known = new Set(migrations.map((m) => m.id))
+  const unknown = ledger
+    .filter((row) => !known.has(row.id))
+    .sort((a, b) => (a.appliedAt?.getTime() ?? 0) - (b.appliedAt?.getTime() ?? 0) || a.id.localeCompare(b.id))
+  for (const row of unknown) {
+    entries.push({id: row.id, state: 'unknown', ledger: row})
+    problems.push({kind: 'unknown', id: row.id})
+  }
+
+  return {entries, pending, problems}
+}
+
+/** Splits the pending migrations at `--target`: those to apply now, and those left. */
+export function selectTarget(
+  migrations: readonly Migration[],
+  pending: readonly Migration[],
+  target?: string,
+): {toApply: Migration[]; remaining: Migration[]} {
+  if (target === undefined) return {toApply: [...pending], remaining: []}
+  const targetIndex = migrations.findIndex((m) => m.id === target)
+  if (targetIndex === -1) {
+    throw usageError(`unknown --target "${target}": no migration has that id`, `Known ids: ${migrations.map((m) => m.id).join(', ')}.`)
+  }
+  const toApply = pending.filter((m) => migrations.indexOf(m) <= targetIndex)
+  const remaining = pending.filter((m) => migrations.indexOf(m) > targetIndex)
+  return {toApply, remaining}
+}
+
+/** The refusals of SPEC.md section 6, from a plan's problems. */
+export function refusal(problems: readonly Problem[], options: {ignoreChecksums?: boolean}): TwDbError | undefined {
+  const modified = problems.filter((p) => p.kind === 'modified')
+  if (modified.length > 0 && !options.ignoreChecksums) {
+    const first = modified[0] as Extract<Problem, {kind: 'modified'}>
+    return new TwDbError(
+      'E_CHECKSUM',
+      `applied migration${modified.length > 1 ? 's' : ''} ${modified.map((p) => p.id).join(', ')} changed since ${modified.length > 1 ? 'they were' : 'it was'} applied (recorded checksum ${first.recorded.slice(0, 12)}, file ${first.current.slice(0, 12)})`,
+      {hint: 'Restore the original file (an applied migration must never change; add a new migration instead), or pass --ignore-checksums if the change is cosmetic.'},
+    )
+  }
+  const outOfOrder = problems.filter((p) => p.kind === 'out-of-order')
+  if (outOfOrder.length > 0) {
+    const first = outOfOrder[0] as Extract<Problem, {kind: 'out-of-order'}>
+    return new TwDbError(
+      'E_OUT_OF_ORDER',
+      `pending migration${outOfOrder.length > 1 ? 's' : ''} ${outOfOrder.map((p) => p.id).join(', ')} sort${outOfOrder.length > 1 ? '' : 's'} before the applied migration ${first.appliedAfter}`,
+      {hint: 'Renumber the new migration after the last applied one; applying it now would run migrations out of order.'},
+    )
+  }
+  return undefined
+}
+
+// ---------------------------------------------------------------- status
+
+export interface StatusRow {
+  id: string
+  description: string | null
+  state: MigrationState
+  appliedAt: string | null
+  durationMs: number | null
+  /** The registry file's checksum (null for unknown migrations). */
+  checksum: string | null
+  /** The ledger's checksum (null when pending or recorded by the Rust worker). */
+  recordedChecksum: string | null
+}
+
+export interface StatusReport {
+  migrations: StatusRow[]
+  summary: Record<MigrationState, number>
+}
+
+export function statusReport(p: Plan): StatusReport {
+  const summary: Record<MigrationState, number> = {applied: 0, pending: 0, modified: 0, unknown: 0}
+  const migrations = p.entries.map((entry): StatusRow => {
+    summary[entry.state]++
+    return {
+      id: entry.id,
+      description: entry.migration?.description ?? null,
+      state: entry.state,
+      appliedAt: entry.ledger?.appliedAt?.toISOString() ?? null,
+      durationMs: entry.ledger?.durationMs ?? null,
+      checksum: entry.migration?.checksum ?? null,
+      recordedChecksum: entry.ledger?.checksum ?? null,
+    }
+  })
+  return {migrations, summary}
+}
+
+export function isUpToDate(report: StatusReport): boolean {
+  return report.summary.pending === 0 && report.summary.modified === 0 && report.summary.unknown === 0
+}
+
+/** Read-only: never creates the ledger, so it works on replicas and untouched databases. */
+export async function readStatus(sql: Sql, migrations: readonly Migration[]): Promise<StatusReport> {
+  const ledger = (await readLedger(sql)) ?? []
+  return statusReport(plan(migrations, ledger))
+}
+
+// ---------------------------------------------------------------- apply (effectful)
+
+export interface LockHolder {
+  pid: number
+  applicationName: string
+  since: string | null
+}
+
+export type MigrateEvent =
+  | {type: 'lock-wait'; holder: LockHolder | null; timeoutSeconds: number}
+  | {type: 'retry'; id: string; attempt: number; of: number; delayMs: number; reason: string}
+  | {type: 'applied'; id: string; description: string; durationMs: number}
+  | {type: 'warning'; message: string}
+
+export interface MigrateOptions {
+  migrations: readonly Migration[]
+  target?: string
+  dryRun?: boolean
+  singleTransaction?: boolean
+  ignoreChecksums?: boolean
+  /** Seconds to wait for another run's advisory lock; 0 means do not wait. */
+  lockTimeout: number
+  /** Seconds for SET LOCAL lock_timeout inside each migration; 0 means no limit. */
+  statementLockTimeout: number
+  /** Recorded in the ledger's applied_by column. */
+  appliedBy: string
+  onEvent?: (event: MigrateEvent) => void
+  /** Pauses between 55P03 retries; injectable so pure tests need not wait. */
+  retryDelaysMs?: readonly number[]
+}
+
+export interface AppliedMigration {
+  id: string
+  description: string
+  durationMs: number
+  checksum: string
+}
+
+export interface PlannedMigration {
+  id: string
+  description: string
+  checksum: string
+  transaction: boolean
+  sql: string
+}
+
+export interface MigrateResult {
+  applied: AppliedMigration[]
+  /** Ids still pending afterwards (those after --target, or all of them on --dry-run). */
+  pending: string[]
+  upToDate: boolean
+  dryRun: boolean
+  /** On --dry-run: what would run, in order. */
+  planned?: PlannedMigration[]
+}
+
+export async function migrate(sql: Sql, options: MigrateOptions): Promise<MigrateResult> {
+  if (options.dryRun) return dryRun(sql, options)
+  const emit = options.onEvent ?? (() => undefined)
+  const reserved = await sql.reserve()
+  let locked = false
+  try {
+    const [state] = await reserved<Array<{standby: boolean; locked: boolean}>>`
+      select pg_is_in_recovery() as standby, pg_try_advisory_lock(${ADVISORY_LOCK_KEY.toString()}::bigint) as locked`
+    locked = state.locked
+    if (state.standby) throw standbyError()
+    if (!locked) {
+      await waitForLock(reserved, options.lockTimeout, emit)
+      locked = true
+    }
+
+    await ensureLedger(reserved)
+    const ledger = (await readLedger(reserved)) ?? []
+    const p = plan(options.migrations, ledger)
+    const refused = refusal(p.problems, options)
+    if (refused) throw refused
+    warnAboutProblems(p, emit)
+
+    const {toApply, remaining} = selectTarget(options.migrations, p.pending, options.target)
+    const applied = options.singleTransaction
+      ? await applyInOneTransaction(reserved, toApply, options, emit)
+      : await applyEach(reserved, toApply, options, emit)
+    return {applied, pending: remaining.map((m) => m.id), upToDate: remaining.length === 0, dryRun: false}
+  } finally {
+    if (locked) await reserved`select pg_advisory_unlock(${ADVISORY_LOCK_KEY.toString()}::bigint)`.catch(() => undefined)
+    reserved.release()
+  }
+}
+
+async function dryRun(sql: Sql, options: MigrateOptions): Promise<MigrateResult> {
+  const [state] = await sql<Array<{standby: boolean}>>`select pg_is_in_recovery() as standby`
+  if (state.standby) throw standbyError()
+  const ledger = (await readLedger(sql)) ?? []
+  const p = plan(options.migrations, ledger)
+  const refused = refusal(p.problems, options)
+  if (refused) throw refused
+  warnAboutProblems(p, options.onEvent ?? (() => undefined))
+  const {toApply} = selectTarget(options.migrations, p.pending, options.target)
+  return {
+    applied: [],
+    pending: p.pending.map((m) => m.id),
+    upToDate: p.pending.length === 0,
+    dryRun: true,
+    planned: toApply.map((m) => ({id: m.id, description: m.description, checksum: m.checksum, transaction: m.transaction, sql: m.sql})),
+  }
+}
+
+function standbyError(): TwDbError {
+  return new TwDbError('E_STANDBY', 'the database is a standby (pg_is_in_recovery() is true): migrations can only run on the primary', {
+    hint: 'Point tw-db at the primary server.',
+  })
+}
+
+function warnAboutProblems(p: Plan, emit: (event: MigrateEvent) => void): void {
+  const unknown = p.problems.filter((problem) => problem.kind === 'unknown').map((problem) => problem.id)
+  if (unknown.length > 0) {
+    emit({
+      type: 'warning',
+      message: `the ledger records migration${unknown.length > 1 ? 's' : ''} this tw-db does not know (${unknown.join(', ')}): the database was migrated by a newer version`,
+    })
+  }
+  const modified = p.problems.filter((problem) => problem.kind === 'modified').map((problem) => problem.id)
+  if (modified.length > 0) emit({type: 'warning', message: `ignoring changed checksums of ${modified.join(', ')} (--ignore-checksums)`})
+}
+
+async function waitForLock(reserved: ReservedSql, timeoutSeconds: number, emit: (event: MigrateEvent) => void): Promise<void> {
+  const holder = await lockHolder(reserved)
+  if (timeoutSeconds <= 0) throw lockTimeoutError(holder, timeoutSeconds)
+  emit({type: 'lock-wait', holder, timeoutSeconds})
+  await reserved`select set_config('lock_timeout', ${String(Math.round(timeoutSeconds * 1000))}, false)`
+  try {
+    await reserved`select pg_advisory_lock(${ADVISORY_LOCK_KEY.toString()}::bigint)`
+  } catch (error) {
+    if (isPgError(error) && error.code === SQLSTATE.LOCK_NOT_AVAILABLE) throw lockTimeoutError(await lockHolder(reserved), timeoutSeconds)
+    throw error
+  } finally {
+    await reserved`reset lock_timeout`.catch(() => undefined)
+  }
+}
+
+export async function lockHolder(sql: Sql | ReservedSql): Promise<LockHolder | null> {
+  const key = ADVISORY_LOCK_KEY
+  const [row] = await sql<Array<{pid: number; application_name: string; since: Date | null}>>`
+    select a.pid, a.application_name, a.backend_start as since
+    from pg_locks l join pg_stat_activity a on a.pid = l.pid
+    where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+      and l.classid = ${Number(key >> 32n)}::oid and l.objid = ${Number(key & 0xffffffffn)}::oid
+      and l.database = (select oid from pg_database where datname = current_database())
+    limit 1`
+  return row ? {pid: row.pid, applicationName: row.application_name, since: row.since?.toISOString() ?? null} : null
+}
+
+export function describeHolder(holder: LockHolder | null): string {
+  if (!holder) return 'another session (it has just released it or is not visible to this user)'
+  return `pid ${holder.pid} (application_name "${holder.applicationName}"${holder.since ? `, connected since ${holder.since}` : ''})`
+}
+
+function lockTimeoutError(holder: LockHolder | null, timeoutSeconds: number): TwDbError {
+  return new TwDbError(
+    'E_LOCK_TIMEOUT',
+    `another migrate run holds the migration lock (${describeHolder(holder)}); gave up after ${timeoutSeconds} s`,
+    {hint: 'Wait for the other run to finish, or raise --lock-timeout / migrations.lock_timeout.'},
+  )
+}
+
+async function applyEach(
+  reserved: ReservedSql,
+  migrations: readonly Migration[],
+  options: MigrateOptions,
+  emit: (event: MigrateEvent) => void,
+): Promise<AppliedMigration[]> {
+  const applied: AppliedMigration[] = []
+  for (const migration of migrations) {
+    try {
+      const durationMs = migration.transaction
+        ? await withLockRetries(migration.id, options, emit, () => applyInTransaction(reserved, [migration], options))
+        : await applyWithoutTransaction(reserved, migration, options)
+      const result = {id: migration.id, description: migration.description, durationMs: durationMs[0], checksum: migration.checksum}
+      applied.push(result)
+      emit({type: 'applied', ...result})
+    } catch (error) {
+      throw migrationError(migration, error, applied, migrations)
+    }
+  }
+  return applied
+}
+
+async function applyInOneTransaction(
+  reserved: ReservedSql,
+  migrations: readonly Migration[],
+  options: MigrateOptions,
+  emit: (event: MigrateEvent) => void,
+): Promise<AppliedMigration[]> {
+  if (migrations.length === 0) return []
+  const outside = migrations.find((m) => !m.transaction)
+  if (outside) {
+    throw usageError(
+      `--single-transaction cannot include ${path.basename(outside.file)}, which must run outside a transaction (-- transaction: false)`,
+      'Apply up to the migration before it with --target, then run the rest without --single-transaction.',
+    )
+  }
+  let failed: Migration | undefined
+  try {
+    const durations = await withLockRetries('all pending migrations', options, emit, () =>
+      applyInTransaction(reserved, migrations, options, (m) => (failed = m)),
+    )
+    const applied = migrations.map((m, i) => ({id: m.id, description: m.description, durationMs: durations[i], checksum: m.checksum}))
+    for (const result of applied) emit({type: 'applied', ...result})
+    return applied
+  } catch (error) {
+    throw migrationError(failed ?? migrations[0], error, [], migrations, true)
+  }
+}
+
+/**
+ * One transaction holding the given migrations and their ledger rows, with
+ * SET LOCAL lock_timeout so application traffic can never make it wait forever.
+ * Returns each migration's duration in ms.
+ */
+async function applyInTransaction(
+  reserved: ReservedSql,
+  migrations: readonly Migration[],
+  options: MigrateOptions,
+  onStart: (migration: Migration) => void = () => undefined,
+): Promise<number[]> {
+  const durations: number[] = []
+  await reserved`begin`
+  try {
+    await reserved`select set_config('lock_timeout', ${String(Math.round(options.statementLockTimeout * 1000))}, true)`
+    for (const migration of migrations) {
+      onStart(migration)
+      const started = performance.now()
+      await reserved.unsafe(migration.sql)
+      const durationMs = performance.now() - started
+      await recordMigration(reserved, {id: migration.id, checksum: migration.checksum, durationMs, appliedBy: options.appliedBy})
+      durations.push(Math.round(durationMs))
+    }
+    await reserved`commit`
+  } catch (error) {
+    await reserved`rollback`.catch(() => undefined)
+    throw error
+  }
+  return durations
+}
+
+async function applyWithoutTransaction(reserved: ReservedSql, migration: Migration, options: MigrateOptions): Promise<number[]> {
+  const started = performance.now()
+  for (const statement of splitStatements(migration.sql)) {
+    try {
+      await reserved.unsafe(statement.sql)
+    } catch (error) {
+      // Positions are relative to the statement; make them relative to the file.
+      if (isPgError(error) && error.position) {
+        error.position = String(Number(error.position) + characterOffset(migration.sql, statement.offset))
+      }
+      throw error
+    }
+  }
+  const durationMs = performance.now() - started
+  await recordMigration(reserved, {id: migration.id, checksum: migration.checksum, durationMs, appliedBy: options.appliedBy})
+  return [Math.round(durationMs)]
+}
+
+async function withLockRetries<T>(
+  label: string,
+  options: MigrateOptions,
+  emit: (event: MigrateEvent) => void,
+  attempt: () => Promise<T>,
+): Promise<T> {
+  const delays = options.retryDelaysMs ?? LOCK_RETRY_DELAYS_MS
+  for (let retry = 0; ; retry++) {
+    try {
+      return await attempt()
+    } catch (error) {
+      const lockTimedOut = isPgError(error) && error.code === SQLSTATE.LOCK_NOT_AVAILABLE
+      if (!lockTimedOut || retry >= delays.length) throw error
+      emit({type: 'retry', id: label, attempt: retry + 1, of: delays.length, delayMs: delays[retry], reason: (error as Error).message})
+      await sleep(delays[retry])
+    }
+  }
+}
+
+/** Names the migration, PostgreSQL's message, SQLSTATE and file:line:col. */
+function migrationError(
+  migration: Migration,
+  error: unknown,
+  applied: readonly AppliedMigration[],
+  attempted: readonly Migration[],
+  singleTransaction = false,
+): unknown {
+  if (error instanceof TwDbError) return error
+  const pg = error as PgErrorLike & Error
+  const file = path.basename(migration.file)
+  const where = locate(migration.sql, pg)
+  const location = where ? `${file}:${where.line}:${where.column}` : file
+  const sqlstate = pg.code && /^[0-9A-Z]{5}$/.test(pg.code) ? ` (SQLSTATE ${pg.code})` : ''
+  const excerpt = where ? `\n  ${where.line} | ${where.lineText}\n  ${' '.repeat(String(where.line).length)} | ${' '.repeat(Math.max(0, where.column - 1))}^` : ''
+  const connectionLost = !isPgError(error) || pg.code === SQLSTATE.ADMIN_SHUTDOWN
+  const notRun = attempted.slice(attempted.indexOf(migration) + 1).map((m) => m.id)
+  const rolledBack = singleTransaction
+    ? 'The whole transaction was rolled back: no migration of this run was applied.'
+    : migration.transaction
+      ? 'Its transaction was rolled back; later migrations were not attempted.'
+      : 'It runs outside a transaction: statements before the failing one stay applied; fix and re-run.'
+  const hints = [pg.hint, pg.detail ? `Detail: ${pg.detail}` : undefined, rolledBack].filter(Boolean).join(' ')
+  return new TwDbError(connectionLost ? 'E_CONNECTION_LOST' : 'E_MIGRATION_FAILED', `migration ${migration.id} failed at ${location}: ${pg.message}${sqlstate}${excerpt}`, {
+    exit: EXIT.FAILED,
+    hint: hints,
+    cause: error,
+    details: {
+      failed: migration.id,
+      sqlstate: pg.code ?? null,
+      applied: applied.map((a) => a.id),
+      notRun,
+    },
+  })
+}
+
+/** Where in the file PostgreSQL says the error is, also inside DO blocks and function bodies. */
+function locate(source: string, error: PgErrorLike): ReturnType<typeof positionToLineColumn> {
+  if (error.position) return positionToLineColumn(source, Number(error.position))
+  if (error.internal_position && error.internal_query) {
+    const at = source.indexOf(error.internal_query)
+    if (at !== -1) return positionToLineColumn(source, characterOffset(source, at) + Number(error.internal_position))
+  }
+  return undefined
+}

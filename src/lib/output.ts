@@ -1,0 +1,112 @@
+import {chalkStderr, default as chalk} from 'chalk'
+
+import type {MigrateEvent, MigrateResult, PlannedMigration, StatusReport, StatusRow} from './migrator.js'
+import {describeHolder} from './migrator.js'
+import {redact} from './redact.js'
+
+/**
+ * Everything tw-db shows a person is built here. Data goes to stdout;
+ * progress, notices, warnings and errors to stderr. Colour follows the
+ * stream it is written to (chalk honours NO_COLOR and FORCE_COLOR).
+ */
+
+export function writeOut(text: string): void {
+  process.stdout.write(redact(text) + '\n')
+}
+
+export function writeErr(text: string): void {
+  process.stderr.write(redact(text) + '\n')
+}
+
+export function warn(message: string): void {
+  writeErr(`${chalkStderr.yellow('Warning:')} ${message}`)
+}
+
+export function errorLines(message: string, hint?: string): string {
+  const lines = [`${chalkStderr.red('Error:')} ${message}`]
+  if (hint) lines.push(`${chalkStderr.dim('Hint:')} ${hint}`)
+  return lines.join('\n')
+}
+
+export function formatDuration(ms: number | null): string {
+  if (ms === null) return '-'
+  if (ms < 1000) return `${Math.round(ms)} ms`
+  return `${(ms / 1000).toFixed(2)} s`
+}
+
+function formatTimestamp(iso: string | null): string {
+  return iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '-'
+}
+
+const STATE_COLOURS: Record<StatusRow['state'], (text: string) => string> = {
+  applied: chalk.green,
+  pending: chalk.yellow,
+  modified: chalk.red,
+  unknown: chalk.magenta,
+}
+
+export async function renderStatus(report: StatusReport): Promise<string> {
+  const {default: Table} = await import('cli-table3')
+  const table = new Table({
+    head: ['#', 'ID', 'Description', 'State', 'Applied at', 'Duration', 'Checksum'],
+    style: {head: chalk.level > 0 ? ['bold'] : [], border: []},
+  })
+  report.migrations.forEach((row, index) => {
+    // The ledger's checksum for what was applied, the file's for what is pending.
+    const shown = row.state === 'pending' ? row.checksum : row.recordedChecksum
+    table.push([
+      String(index + 1),
+      row.id,
+      row.description ?? '-',
+      STATE_COLOURS[row.state](row.state),
+      formatTimestamp(row.appliedAt),
+      formatDuration(row.durationMs),
+      shown ? shown.slice(0, 12) : '-',
+    ])
+  })
+  const {applied, pending, modified, unknown} = report.summary
+  const summary = [`${applied} applied`, `${pending} pending`]
+  if (modified) summary.push(`${modified} modified`)
+  if (unknown) summary.push(`${unknown} unknown`)
+  return `${table.toString()}\n${summary.join(', ')}`
+}
+
+export function renderMigrateEvent(event: MigrateEvent, options: {json: boolean}): void {
+  switch (event.type) {
+    case 'applied':
+      if (!options.json) writeOut(`${chalk.green('✔')} ${event.id} ${chalk.dim(`(${formatDuration(event.durationMs)})`)}`)
+      break
+    case 'lock-wait':
+      writeErr(`Waiting up to ${event.timeoutSeconds} s for the migration lock held by ${describeHolder(event.holder)}…`)
+      break
+    case 'retry':
+      writeErr(
+        `${chalkStderr.yellow('Retry')} ${event.attempt}/${event.of} of ${event.id} in ${formatDuration(event.delayMs)}: ${event.reason}`,
+      )
+      break
+    case 'warning':
+      warn(event.message)
+      break
+  }
+}
+
+export function renderMigrateSummary(result: MigrateResult, elapsedMs: number): string {
+  const n = result.applied.length
+  let line = n > 0
+    ? `Applied ${n} migration${n === 1 ? '' : 's'} in ${(elapsedMs / 1000).toFixed(2)} s`
+    : result.pending.length > 0 ? 'Nothing applied' : 'Database is up to date'
+  if (result.pending.length > 0) line += `; still pending after --target: ${result.pending.join(', ')}`
+  return line
+}
+
+export function renderDryRun(planned: readonly PlannedMigration[], pendingAfter: readonly string[]): string {
+  if (planned.length === 0) return 'Dry run: nothing to apply, the database is up to date.'
+  const parts = [`Dry run: would apply ${planned.length} migration${planned.length === 1 ? '' : 's'} (nothing was changed):`]
+  for (const m of planned) {
+    const mode = m.transaction ? '' : ' [outside a transaction]'
+    parts.push('', chalk.bold(`-- ${m.id}: ${m.description}${mode} (checksum ${m.checksum.slice(0, 12)})`), m.sql.trimEnd())
+  }
+  const skipped = pendingAfter.filter((id) => !planned.some((m) => m.id === id))
+  if (skipped.length > 0) parts.push('', `Left pending after --target: ${skipped.join(', ')}`)
+  return parts.join('\n')
+}

@@ -1,0 +1,122 @@
+import {createHash} from 'node:crypto'
+import {readFile, readdir} from 'node:fs/promises'
+import path from 'node:path'
+import {fileURLToPath} from 'node:url'
+
+import {TwDbError} from './errors.js'
+
+export interface Migration {
+  /** The `NNNN` prefix, which fixes the order. */
+  readonly prefix: string
+  /** Recorded in the ledger; never changes once released. */
+  readonly id: string
+  readonly description: string
+  /** false for `-- transaction: false` files, run statement by statement. */
+  readonly transaction: boolean
+  /** SHA-256 (hex) of the file with CRLF normalised to LF. */
+  readonly checksum: string
+  readonly sql: string
+  /** Path of the file, for messages. */
+  readonly file: string
+}
+
+/** The registry shipped with tw-db (src/migrations, two levels above this module in src/ and in dist/). */
+export const BUNDLED_MIGRATIONS_DIR = fileURLToPath(new URL('../../src/migrations/', import.meta.url))
+
+const FILE_NAME = /^(\d{4})_([a-z0-9_]+)\.sql$/
+const HEADER_LINE = /^--\s*(description|transaction)\s*:\s*(.*?)\s*$/
+
+export interface MigrationSource {
+  /** The file name (for NNNN and id) and its raw bytes. */
+  name: string
+  file: string
+  bytes: Uint8Array
+}
+
+export async function loadRegistry(dir: string = BUNDLED_MIGRATIONS_DIR): Promise<Migration[]> {
+  let names: string[]
+  try {
+    names = await readdir(dir)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    throw new TwDbError('E_REGISTRY', `cannot read the migrations directory ${dir}: ${code === 'ENOENT' ? 'it does not exist' : (error as Error).message}`, {
+      exit: 2,
+      hint: 'Check --migrations-dir.',
+    })
+  }
+  const sqlNames = names.filter((name) => name.endsWith('.sql')).sort()
+  const sources = await Promise.all(
+    sqlNames.map(async (name) => {
+      const file = path.join(dir, name)
+      return {name, file, bytes: await readFile(file)}
+    }),
+  )
+  return parseRegistry(sources)
+}
+
+/** Pure: validates the files and returns the migrations in order, or throws naming the first bad file. */
+export function parseRegistry(sources: readonly MigrationSource[]): Migration[] {
+  const migrations = [...sources].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map(parseMigration)
+  const byId = new Map<string, Migration>()
+  const byPrefix = new Map<string, Migration>()
+  for (const migration of migrations) {
+    const sameId = byId.get(migration.id)
+    if (sameId) throw registryError(migration.file, `duplicate migration id "${migration.id}" (also ${path.basename(sameId.file)})`)
+    const samePrefix = byPrefix.get(migration.prefix)
+    if (samePrefix) throw registryError(migration.file, `duplicate order prefix ${migration.prefix} (also ${path.basename(samePrefix.file)})`)
+    byId.set(migration.id, migration)
+    byPrefix.set(migration.prefix, migration)
+  }
+  return migrations
+}
+
+export function parseMigration(source: MigrationSource): Migration {
+  const match = FILE_NAME.exec(source.name)
+  if (!match) throw registryError(source.file, 'the file name must be NNNN_<id>.sql, with <id> made of a-z, 0-9 and _')
+  let text: string
+  try {
+    // ignoreBOM keeps a BOM in the text, so the checksum covers the file's bytes as they are.
+    text = new TextDecoder('utf-8', {fatal: true, ignoreBOM: true}).decode(source.bytes)
+  } catch {
+    throw registryError(source.file, 'the file is not valid UTF-8')
+  }
+  const normalised = text.replace(/\r\n/g, '\n')
+  const sql = normalised.replace(/^\uFEFF/, '')
+  const header = parseHeader(sql, source.file)
+  if (!header.description) throw registryError(source.file, 'missing "-- description: …" header line')
+  if (!/\S/.test(stripComments(sql))) throw registryError(source.file, 'the file holds no SQL')
+  return {
+    prefix: match[1],
+    id: match[2],
+    description: header.description,
+    transaction: header.transaction,
+    checksum: createHash('sha256').update(normalised).digest('hex'),
+    sql,
+    file: source.file,
+  }
+}
+
+function parseHeader(sql: string, file: string): {description?: string; transaction: boolean} {
+  let description: string | undefined
+  let transaction = true
+  for (const line of sql.split('\n')) {
+    if (line.trim() === '') continue
+    if (!line.startsWith('--')) break
+    const match = HEADER_LINE.exec(line)
+    if (!match) continue
+    if (match[1] === 'description') description = match[2] || undefined
+    else if (match[2] === 'false' || match[2] === 'true') transaction = match[2] === 'true'
+    else throw registryError(file, `"-- transaction:" must be true or false, got "${match[2]}"`)
+  }
+  return {description, transaction}
+}
+
+function stripComments(sql: string): string {
+  return sql.replace(/--[^\n]*/g, '')
+}
+
+function registryError(file: string, reason: string): TwDbError {
+  return new TwDbError('E_REGISTRY', `broken migration registry: ${file}: ${reason}`, {
+    hint: 'This is a bug in the migrations directory: fix the file (or report it if it is the bundled registry).',
+  })
+}

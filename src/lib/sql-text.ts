@@ -1,0 +1,121 @@
+/** Pure helpers over SQL source text: statement splitting and error positions. */
+
+export interface Statement {
+  readonly sql: string
+  /** 0-based offset of the statement's first character in the source. */
+  readonly offset: number
+}
+
+/**
+ * Splits a script on top-level semicolons, respecting quotes, quoted
+ * identifiers, dollar quotes and comments. Used for `-- transaction: false`
+ * migrations, which must send one statement at a time.
+ */
+export function splitStatements(source: string): Statement[] {
+  const statements: Statement[] = []
+  let start = 0
+  let i = 0
+  const push = (end: number) => {
+    const text = source.slice(start, end)
+    if (/\S/.test(stripSqlComments(text))) {
+      const lead = text.length - text.trimStart().length
+      statements.push({sql: text.trim(), offset: start + lead})
+    }
+  }
+  while (i < source.length) {
+    const ch = source[i]
+    const next = source[i + 1]
+    if (ch === '-' && next === '-') {
+      const eol = source.indexOf('\n', i)
+      i = eol === -1 ? source.length : eol + 1
+    } else if (ch === '/' && next === '*') {
+      i = skipBlockComment(source, i)
+    } else if (ch === "'") {
+      const escapes = i > 0 && /[eE]/.test(source[i - 1]) && !/\w/.test(source[i - 2] ?? '')
+      i = skipQuoted(source, i, "'", escapes)
+    } else if (ch === '"') {
+      i = skipQuoted(source, i, '"', false)
+    } else if (ch === '$') {
+      const tag = /^\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/.exec(source.slice(i))
+      if (tag && !/\w/.test(source[i - 1] ?? '')) {
+        const close = source.indexOf(tag[0], i + tag[0].length)
+        i = close === -1 ? source.length : close + tag[0].length
+      } else {
+        i++
+      }
+    } else if (ch === ';') {
+      push(i + 1)
+      start = i + 1
+      i++
+    } else {
+      i++
+    }
+  }
+  push(source.length)
+  return statements
+}
+
+function skipBlockComment(source: string, from: number): number {
+  let depth = 0
+  let i = from
+  while (i < source.length) {
+    if (source.startsWith('/*', i)) {
+      depth++
+      i += 2
+    } else if (source.startsWith('*/', i)) {
+      depth--
+      i += 2
+      if (depth === 0) return i
+    } else {
+      i++
+    }
+  }
+  return i
+}
+
+function skipQuoted(source: string, from: number, quote: string, backslashEscapes: boolean): number {
+  let i = from + 1
+  while (i < source.length) {
+    const ch = source[i]
+    if (backslashEscapes && ch === '\\') {
+      i += 2
+    } else if (ch === quote) {
+      if (source[i + 1] === quote) i += 2
+      else return i + 1
+    } else {
+      i++
+    }
+  }
+  return i
+}
+
+function stripSqlComments(text: string): string {
+  return text.replace(/--[^\n]*/g, '').replace(/\/\*[\s\S]*?\*\//g, '')
+}
+
+export interface SourcePosition {
+  line: number
+  column: number
+  /** The source line holding the position, for showing the error in context. */
+  lineText: string
+}
+
+/**
+ * Maps PostgreSQL's error position (1-based, counted in characters, not
+ * UTF-16 units) inside `source` to a line and column.
+ */
+export function positionToLineColumn(source: string, position: number): SourcePosition | undefined {
+  if (!Number.isInteger(position) || position < 1) return undefined
+  const chars = Array.from(source)
+  if (position > chars.length + 1) return undefined
+  const before = chars.slice(0, position - 1).join('')
+  const lines = before.split('\n')
+  const line = lines.length
+  const column = Array.from(lines.at(-1) ?? '').length + 1
+  return {line, column, lineText: source.split('\n')[line - 1] ?? ''}
+}
+
+/** Character (code point) offset of a UTF-16 index, to combine with PostgreSQL positions. */
+export function characterOffset(source: string, utf16Index: number): number {
+  return Array.from(source.slice(0, utf16Index)).length
+}
