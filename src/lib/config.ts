@@ -137,7 +137,11 @@ export async function loadConfig(overrides: ConfigOverrides = {}, env: Env = pro
       problems.push(`${url.detail}: ${(error as Error).message}`)
     }
   } else if (env.PGHOST || env.PGDATABASE) {
-    connection = connectionFromLibpqEnv(env, common)
+    try {
+      connection = connectionFromLibpqEnv(env, common)
+    } catch (error) {
+      problems.push(`PG* environment: ${(error as Error).message}`)
+    }
   }
 
   if (problems.length > 0) {
@@ -217,7 +221,8 @@ async function loadYaml(filepath: string, content: string): Promise<unknown> {
 }
 
 interface FileValues {
-  url?: {value: string; key: string}
+  /** `raw` is the value as written, before ${VAR} expansion. */
+  url?: {value: string; key: string; raw: string}
   maxConnections?: number
   connectTimeout?: number
   ssl?: SslMode
@@ -248,16 +253,12 @@ function readFileValues(file: ConfigFile, env: Env, problems: string[], warnings
     return value as Record<string, unknown>
   }
 
-  for (const [name, known] of Object.entries(KNOWN_KEYS)) {
-    for (const key of Object.keys(section(name) ?? {})) {
-      if (!known.includes(key)) warnings.push(`unknown key "${name}.${key}" in ${file.filepath}${lineHint(file, `${name}.${key}`)}`)
+  const [meta, database, migrations, tools] = ['meta', 'database', 'migrations', 'tools'].map(section)
+  for (const [name, sectionValues] of [['database', database], ['migrations', migrations], ['tools', tools]] as const) {
+    for (const key of Object.keys(sectionValues ?? {})) {
+      if (!KNOWN_KEYS[name].includes(key)) warnings.push(`unknown key "${name}.${key}" in ${file.filepath}${lineHint(file, `${name}.${key}`)}`)
     }
   }
-
-  const meta = section('meta')
-  const database = section('database')
-  const migrations = section('migrations')
-  const tools = section('tools')
 
   const str = (obj: Record<string, unknown> | undefined, key: string, fullKey: string): string | undefined => {
     const value = obj?.[key]
@@ -285,8 +286,8 @@ function readFileValues(file: ConfigFile, env: Env, problems: string[], warnings
 
   const databaseUrl = str(database, 'url', 'database.url')
   const metaUrl = str(meta, 'postgres_url', 'meta.postgres_url')
-  if (databaseUrl !== undefined) values.url = {value: databaseUrl, key: 'database.url'}
-  else if (metaUrl !== undefined) values.url = {value: metaUrl, key: 'meta.postgres_url'}
+  if (databaseUrl !== undefined) values.url = {value: databaseUrl, key: 'database.url', raw: String(database!.url)}
+  else if (metaUrl !== undefined) values.url = {value: metaUrl, key: 'meta.postgres_url', raw: String(meta!.postgres_url)}
 
   values.maxConnections = num(database, 'max_connections', 'database.max_connections', {integer: true, min: 1})
   values.connectTimeout = num(database, 'connect_timeout', 'database.connect_timeout', {min: 1})
@@ -317,7 +318,9 @@ function lineHint(file: ConfigFile, dottedKey: string): string {
 }
 
 async function warnIfSecretFileIsOpen(filepath: string, values: FileValues, warnings: string[]): Promise<void> {
-  if (!values.url || !/:\/\/[^/@]*:[^/]*@/.test(values.url.value)) return
+  // A password given as ${VAR} is not in the file, so the file's mode does not matter.
+  const password = values.url && /:\/\/[^/@:]*:(\S*)@/.exec(values.url.raw)?.[1]
+  if (!password || /^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(password)) return
   try {
     const {mode} = await stat(filepath)
     if ((mode & 0o077) !== 0) {
@@ -480,14 +483,10 @@ export function connectionFromUrl(url: string, defaults: ConnectionDefaults, env
   password = param('password') ?? password ?? env.PGPASSWORD
   const database = param('dbname') ?? (decodeLenient(databasePart) || env.PGDATABASE || user)
 
-  const port = portText === '' ? DEFAULTS.port : Number(portText)
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid port "${portText}" in the URL`)
+  const port = portText === '' ? DEFAULTS.port : parsePort(portText, 'the URL')
   if (host.includes('/') && !host.startsWith('/')) throw new Error(`invalid host "${host}" in the URL`)
-
-  const sslmode = param('sslmode')
-  if (sslmode !== undefined && !(SSL_MODES as readonly string[]).includes(sslmode)) {
-    throw new Error(`invalid sslmode "${sslmode}" in the URL (use one of ${SSL_MODES.join(', ')})`)
-  }
+  const urlSslMode = parseSslMode(param('sslmode'), 'the URL')
+  const envSslMode = parseSslMode(env.PGSSLMODE, 'PGSSLMODE')
   const connectTimeoutParam = param('connect_timeout')
   const connectTimeout = connectTimeoutParam === undefined ? defaults.connectTimeout : Number(connectTimeoutParam)
   if (!Number.isFinite(connectTimeout) || connectTimeout <= 0) throw new Error(`invalid connect_timeout "${connectTimeoutParam}" in the URL`)
@@ -498,7 +497,7 @@ export function connectionFromUrl(url: string, defaults: ConnectionDefaults, env
     user,
     password,
     database,
-    ssl: (sslmode as SslMode | undefined) ?? defaults.ssl ?? (env.PGSSLMODE as SslMode | undefined) ?? DEFAULTS.ssl,
+    ssl: urlSslMode ?? defaults.ssl ?? envSslMode ?? DEFAULTS.ssl,
     sslRootCert: param('sslrootcert') ?? defaults.sslRootCert,
     connectTimeout,
     maxConnections: defaults.maxConnections,
@@ -509,20 +508,31 @@ export function connectionFromUrl(url: string, defaults: ConnectionDefaults, env
 
 function connectionFromLibpqEnv(env: Env, defaults: Omit<ConnectionDefaults, 'source' | 'sourceDetail'>): ConnectionConfig {
   const user = defaultUser(env)
-  const sslmode = env.PGSSLMODE
   return buildConnection({
     host: env.PGHOST || DEFAULTS.host,
-    port: env.PGPORT ? Number(env.PGPORT) : DEFAULTS.port,
+    port: env.PGPORT ? parsePort(env.PGPORT, 'PGPORT') : DEFAULTS.port,
     user,
     password: env.PGPASSWORD,
     database: env.PGDATABASE || user,
-    ssl: (sslmode && (SSL_MODES as readonly string[]).includes(sslmode) ? (sslmode as SslMode) : undefined) ?? defaults.ssl ?? DEFAULTS.ssl,
+    ssl: parseSslMode(env.PGSSLMODE, 'PGSSLMODE') ?? defaults.ssl ?? DEFAULTS.ssl,
     sslRootCert: env.PGSSLROOTCERT ?? defaults.sslRootCert,
     connectTimeout: defaults.connectTimeout,
     maxConnections: defaults.maxConnections,
     source: 'libpq',
     sourceDetail: 'PGHOST/PGDATABASE environment',
   })
+}
+
+function parsePort(text: string, where: string): number {
+  const port = Number(text)
+  if (!/^\d+$/.test(text) || port < 1 || port > 65535) throw new Error(`invalid port "${text}" in ${where}`)
+  return port
+}
+
+function parseSslMode(mode: string | undefined, where: string): SslMode | undefined {
+  if (mode === undefined || mode === '') return undefined
+  if (!(SSL_MODES as readonly string[]).includes(mode)) throw new Error(`invalid sslmode "${mode}" in ${where} (use one of ${SSL_MODES.join(', ')})`)
+  return mode as SslMode
 }
 
 function buildConnection(fields: Omit<ConnectionConfig, 'display' | 'socketPath'>): ConnectionConfig {

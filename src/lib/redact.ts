@@ -15,8 +15,9 @@ export function registerSecret(secret: string | undefined): void {
   knownSecrets.add(encodeURIComponent(secret))
 }
 
-// scheme://user:password@ — the password may hold anything up to the last '@' before the host.
-const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s:/@]*):([^\s/]*)@(?=[^\s@]*(?:[\s/?#]|$))/gi
+// scheme://user:password@host — an unencoded password may hold '@', ':' or '/', so it runs to the
+// last '@' of the word before any '?' or '#' (as the URL parser in config.ts reads it).
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s:/@]*):([^\s?#]*)@(?=[^\s@?#]*(?:[\s?#]|$))/gi
 
 export function redact(text: string): string {
   let result = text.replace(URL_USERINFO, (_m, scheme: string, user: string) => `${scheme}${user}:***@`)

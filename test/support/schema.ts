@@ -1,0 +1,38 @@
+/** Read-only queries the tests use to check a database after tw-db ran. */
+import type postgres from 'postgres'
+
+export interface Column {
+  name: string
+  type: string
+  nullable: boolean
+  default: string | null
+}
+
+export async function columnsOf(sql: postgres.Sql, table: string): Promise<Column[]> {
+  const rows = await sql<Column[]>`
+    select a.attname as name, format_type(a.atttypid, a.atttypmod) as type,
+           not a.attnotnull as nullable, pg_get_expr(d.adbin, d.adrelid) as default
+    from pg_attribute a left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+    where a.attrelid = to_regclass(${table}) and a.attnum > 0 and not a.attisdropped
+    order by a.attnum`
+  return rows.map((r) => ({...r}))
+}
+
+export async function tableExists(sql: postgres.Sql, table: string): Promise<boolean> {
+  const [row] = await sql`select to_regclass(${table}) is not null as exists`
+  return row.exists
+}
+
+export interface LedgerRow {
+  id: string
+  checksum: string | null
+  duration_ms: number | null
+  applied_by: string | null
+}
+
+/** The ledger in applied order; [] when it does not exist. */
+export async function ledgerRows(sql: postgres.Sql): Promise<LedgerRow[]> {
+  if (!(await tableExists(sql, '_migrations_applied'))) return []
+  const rows = await sql`select to_jsonb(m) as row from _migrations_applied m order by applied_at, id`
+  return rows.map(({row}) => ({id: row.id, checksum: row.checksum ?? null, duration_ms: row.duration_ms ?? null, applied_by: row.applied_by ?? null}))
+}
