@@ -50,6 +50,8 @@ export async function renderStatus(report: StatusReport): Promise<string> {
   const table = new Table({
     head: ['#', 'ID', 'Description', 'State', 'Applied at', 'Duration', 'Checksum'],
     style: {head: chalk.level > 0 ? ['bold'] : [], border: []},
+    // No rule between rows: one line per migration reads better and greps well.
+    chars: {mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': ''},
   })
   report.migrations.forEach((row, index) => {
     // The ledger's checksum for what was applied, the file's for what is pending.

@@ -170,6 +170,9 @@ for (const major of testMajors()) {
       const after = parseJson(await runCli(['status', '--database-url', db.url, '--json']))
       assert.equal(after.migrations.at(-1).state, 'unknown')
       assert.deepEqual(after.summary, {applied: 5, pending: 0, modified: 0, unknown: 1})
+      const withUnknown = await runCli(['migrate', '--database-url', db.url])
+      assert.equal(withUnknown.code, 0, withUnknown.stderr)
+      assert.match(withUnknown.stderr, /Warning: the ledger records migration this tw-db does not know \(some_future_rust_migration\)/)
     })
 
     it('applies each migration exactly once when four runs start together', async () => {
@@ -250,6 +253,15 @@ for (const major of testMajors()) {
       const indexes = await db.sql`select indexname from pg_indexes where tablename = 't' order by indexname`
       assert.deepEqual(indexes.map((i) => i.indexname), ['t_id_idx', 't_label_idx'])
       assert.deepEqual((await ledgerRows(db.sql)).map((r) => r.id), ['create_t', 'index_concurrently'])
+    })
+
+    it('routes server warnings to stderr, keeping stdout clean and routine notices quiet', async () => {
+      const db = await freshDb()
+      const result = await runCli(['migrate', '--database-url', db.url, '--json', '--migrations-dir', path.join(FIXTURES, 'notices')])
+      assert.equal(result.code, 0, result.stderr)
+      assert.deepEqual(parseJson(result).applied.map((a: {id: string}) => a.id), ['warns'])
+      assert.match(result.stderr, /^WARNING: tenant_kv has 3 rows without owner$/m)
+      assert.doesNotMatch(result.stderr, /routine notice|skipping/)
     })
 
     it('names the holder of the migration lock and gives up after --lock-timeout', async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
 
 import {parseJson, runCli} from '../support/cli.js'
-import {testMajors, useServers} from '../support/postgres.js'
+import {startServer, testMajors, useServers} from '../support/postgres.js'
 import {tableExists} from '../support/schema.js'
 
 const servers = useServers()
@@ -63,6 +63,25 @@ for (const major of testMajors()) {
       assert.equal(result.stdout.match(/ applied /g)?.length, 5)
       // The checksum column shows the first 12 hex characters.
       assert.match(result.stdout, / [0-9a-f]{12} /)
+    })
+
+    it('reads a standby, where migrate refuses to run (exit 1) and changes nothing', async () => {
+      const standby = await startServer(major, {standby: true})
+      try {
+        const [{recovering}] = await standby.admin`select pg_is_in_recovery() as recovering`
+        assert.equal(recovering, true)
+        const status = await runCli(['status', '--database-url', standby.adminUrl, '--json'])
+        assert.equal(status.code, 0, status.stderr)
+        assert.equal(parseJson(status).summary.pending, 5)
+        const migrate = await runCli(['migrate', '--database-url', standby.adminUrl])
+        assert.equal(migrate.code, 1)
+        assert.match(migrate.stderr, /Error: the database is a standby \(pg_is_in_recovery\(\) is true\)/)
+        assert.match(migrate.stderr, /Hint: Point tw-db at the primary server/)
+        const dryRun = await runCli(['migrate', '--database-url', standby.adminUrl, '--dry-run'])
+        assert.equal(dryRun.code, 1)
+      } finally {
+        await standby.stop()
+      }
     })
   })
 }

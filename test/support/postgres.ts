@@ -94,8 +94,13 @@ async function binaries(major: number): Promise<{initdb: string; postgres: strin
   }
 }
 
-export async function startServer(major: number): Promise<TestServer> {
-  if (process.env.TEST_DATABASE_URL) return externalServer(major, process.env.TEST_DATABASE_URL)
+export interface ServerOptions {
+  /** Start the fresh cluster as a hot standby (standby.signal, no primary): read-only, in recovery. */
+  standby?: boolean
+}
+
+export async function startServer(major: number, options: ServerOptions = {}): Promise<TestServer> {
+  if (process.env.TEST_DATABASE_URL && !options.standby) return externalServer(major, process.env.TEST_DATABASE_URL)
   const bin = await binaries(major)
   const account = serverAccount()
   const root = mkdtempSync(path.join(tmpdir(), `tw-db-pg${major}-`))
@@ -115,6 +120,7 @@ export async function startServer(major: number): Promise<TestServer> {
     ['local all all trust', 'host all postgres 127.0.0.1/32 trust', 'host all all 127.0.0.1/32 scram-sha-256', ''].join('\n'),
   )
   appendFileSync(path.join(dataDir, 'postgresql.conf'), "\npassword_encryption = 'scram-sha-256'\n")
+  if (options.standby) writeFileSync(path.join(dataDir, 'standby.signal'), '')
 
   const port = await freePort()
   const child = spawn(
@@ -123,11 +129,17 @@ export async function startServer(major: number): Promise<TestServer> {
     {...account, stdio: ['ignore', 'ignore', 'pipe']},
   )
   running.add(child)
-  await waitUntilReady(child, major)
+  try {
+    await waitUntilReady(child, major)
+  } catch (error) {
+    await stopChild(child)
+    rmSync(root, {recursive: true, force: true})
+    throw error
+  }
 
   const adminUrl = `postgres://postgres@127.0.0.1:${port}/postgres`
   const admin = postgres(adminUrl, {max: 2, onnotice: () => undefined})
-  await admin.unsafe(`create role ${PASSWORD_ROLE} login password '${PASSWORD.replace(/'/g, "''")}'`)
+  if (!options.standby) await admin.unsafe(`create role ${PASSWORD_ROLE} login password '${PASSWORD.replace(/'/g, "''")}'`)
   return makeServer({major, port, host: '127.0.0.1', adminUrl, admin, dataDir}, async () => {
     await admin.end({timeout: 1})
     await stopChild(child)
@@ -182,7 +194,8 @@ function waitUntilReady(child: ChildProcess, major: number): Promise<void> {
     child.stderr!.on('data', (chunk: Buffer) => {
       if (ready) return
       log += chunk.toString()
-      if (log.includes('ready to accept connections')) {
+      // A standby says "ready to accept read-only connections" ("read only" before 13).
+      if (/ready to accept (read[- ]only )?connections/.test(log)) {
         ready = true
         clearTimeout(timer)
         resolve()
