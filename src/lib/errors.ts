@@ -110,6 +110,14 @@ export function fromPgError(error: unknown, target: string): unknown {
   const code = String(e.code ?? '')
   const detail = e.message ?? String(error)
 
+  // A TLS failure surfaces as a socket error (ECONNRESET…): name the real cause.
+  if (!isPgError(error) && /\b(ssl|tls|certificate)\b/i.test(detail)) {
+    return new TwDbError('E_SSL', `TLS negotiation with ${target} failed: ${detail}`, {
+      cause: error,
+      hint: 'Check database.ssl (or sslmode in the URL) and database.ssl_root_cert: a server without TLS needs ssl: prefer or disable; verify-full needs the CA that signed the server certificate.',
+    })
+  }
+
   switch (code) {
     case 'ECONNREFUSED':
       return new TwDbError('E_UNREACHABLE', `connection refused by ${target}`, {
@@ -176,13 +184,6 @@ export function fromPgError(error: unknown, target: string): unknown {
         cause: error,
         hint: 'The server closed the connection (restart, crash, or pg_terminate_backend). Nothing half-done was committed; run the command again.',
       })
-  }
-
-  if (/ssl|tls|certificate/i.test(detail) && !isPgError(error)) {
-    return new TwDbError('E_SSL', `TLS negotiation with ${target} failed: ${detail}`, {
-      cause: error,
-      hint: 'Check database.ssl (or sslmode in the URL) and database.ssl_root_cert; use ssl: disable for a server without TLS.',
-    })
   }
 
   return error
