@@ -90,3 +90,17 @@ export async function withConnectionErrors<T>(connection: ConnectionConfig, fn: 
 export async function closePool(sql: Sql): Promise<void> {
   await sql.end({timeout: 5}).catch(() => undefined)
 }
+
+export interface ServerVersion {
+  /** e.g. "15.4 (Debian 15.4-1)" */
+  version: string
+  /** e.g. 150004 */
+  versionNum: number
+  major: number
+}
+
+export async function serverVersion(sql: Sql): Promise<ServerVersion> {
+  const [row] = await sql<Array<{version: string; num: number}>>`
+    select current_setting('server_version') as version, current_setting('server_version_num')::int as num`
+  return {version: row.version, versionNum: row.num, major: Math.floor(row.num / 10000)}
+}

@@ -224,18 +224,7 @@ export interface MigrateResult {
 export async function migrate(sql: Sql, options: MigrateOptions): Promise<MigrateResult> {
   if (options.dryRun) return dryRun(sql, options)
   const emit = options.onEvent ?? (() => undefined)
-  const reserved = await sql.reserve()
-  let locked = false
-  try {
-    const [state] = await reserved<Array<{standby: boolean; locked: boolean}>>`
-      select pg_is_in_recovery() as standby, pg_try_advisory_lock(${ADVISORY_LOCK_KEY.toString()}::bigint) as locked`
-    locked = state.locked
-    if (state.standby) throw standbyError()
-    if (!locked) {
-      await waitForLock(reserved, options.lockTimeout, emit)
-      locked = true
-    }
-
+  return withMigrationLock(sql, options, async (reserved) => {
     await ensureLedger(reserved)
     const ledger = (await readLedger(reserved)) ?? []
     const p = plan(options.migrations, ledger)
@@ -248,6 +237,31 @@ export async function migrate(sql: Sql, options: MigrateOptions): Promise<Migrat
       ? await applyInOneTransaction(reserved, toApply, options, emit)
       : await applyEach(reserved, toApply, options, emit)
     return {applied, pending: remaining.map((m) => m.id), upToDate: remaining.length === 0, dryRun: false}
+  })
+}
+
+/**
+ * Runs `fn` on one reserved session holding the migration advisory lock
+ * (waiting up to `lockTimeout` seconds for another holder), after refusing a
+ * standby. Whatever changes the schema (migrate, reset) goes through here.
+ */
+export async function withMigrationLock<T>(
+  sql: Sql,
+  options: {lockTimeout: number; onEvent?: (event: MigrateEvent) => void},
+  fn: (reserved: ReservedSql) => Promise<T>,
+): Promise<T> {
+  const reserved = await sql.reserve()
+  let locked = false
+  try {
+    const [state] = await reserved<Array<{standby: boolean; locked: boolean}>>`
+      select pg_is_in_recovery() as standby, pg_try_advisory_lock(${ADVISORY_LOCK_KEY.toString()}::bigint) as locked`
+    locked = state.locked
+    if (state.standby) throw standbyError()
+    if (!locked) {
+      await waitForLock(reserved, options.lockTimeout, options.onEvent ?? (() => undefined))
+      locked = true
+    }
+    return await fn(reserved)
   } finally {
     if (locked) await reserved`select pg_advisory_unlock(${ADVISORY_LOCK_KEY.toString()}::bigint)`.catch(() => undefined)
     reserved.release()

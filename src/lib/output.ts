@@ -112,3 +112,67 @@ export function renderDryRun(planned: readonly PlannedMigration[], pendingAfter:
   if (skipped.length > 0) parts.push('', `Left pending after --target: ${skipped.join(', ')}`)
   return parts.join('\n')
 }
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB']
+  let value = bytes
+  let unit = 0
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000
+    unit++
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`
+}
+
+/** A progress line that rewrites itself; only ever shown when stderr is a terminal. */
+export function progressLine(text: string): void {
+  process.stderr.write(`\r\u001B[2K${text}`)
+}
+
+export function clearProgressLine(): void {
+  process.stderr.write('\r\u001B[2K')
+}
+
+// ---------------------------------------------------------------- check-connection
+
+type DiagnosisReport = import('./diagnose.js').DiagnosisReport
+type DiagnosisStep = import('./diagnose.js').StepResult
+type FailedAttempt = import('./diagnose.js').FailedAttempt
+
+const STEP_MARKS: Record<DiagnosisStep['status'], string> = {
+  pass: chalk.green('✔'),
+  warn: chalk.yellow('!'),
+  fail: chalk.red('✘'),
+  skipped: chalk.dim('-'),
+}
+
+/** One line per step (mark, title, time, detail), a hint line under failures and warnings, then a verdict. */
+export function renderDiagnosis(report: DiagnosisReport): string {
+  const titleWidth = Math.max(...report.steps.map((step) => step.title.length))
+  const lines: string[] = []
+  for (const step of report.steps) {
+    const time = step.ms === null ? '' : formatDuration(step.ms)
+    const detail = step.status === 'skipped' ? chalk.dim(step.detail) : step.detail
+    lines.push(`${STEP_MARKS[step.status]} ${step.title.padEnd(titleWidth)}  ${time.padStart(7)}  ${detail}`)
+    if (step.hint) lines.push(`${' '.repeat(titleWidth + 13)}${chalk.dim('hint:')} ${step.hint}`)
+  }
+  const failed = report.steps.filter((step) => step.status === 'fail')
+  const warned = report.steps.filter((step) => step.status === 'warn')
+  const notRun = report.steps.filter((step) => step.status === 'skipped').length
+  const warnings = warned.length > 0 ? `${warned.length} warning${warned.length === 1 ? '' : 's'} (${warned.map((s) => s.title).join(', ')})` : ''
+  let verdict: string
+  if (failed.length > 0) {
+    verdict = chalk.red(`Failed: ${failed.map((s) => s.title).join(', ')}`)
+    if (notRun > 0) verdict += `; ${notRun} step${notRun === 1 ? '' : 's'} not run`
+    if (warnings) verdict += `; ${warnings}`
+  } else {
+    verdict = chalk.green('All required checks passed') + (warnings ? `, ${warnings}` : '')
+  }
+  lines.push('', `${verdict}.`)
+  return lines.join('\n')
+}
+
+/** --wait: one stderr line per failed attempt. */
+export function renderDiagnosisAttempt(attempt: FailedAttempt): string {
+  return `Attempt ${attempt.attempt} failed at ${attempt.step.title}: ${attempt.step.detail}; retrying in ${formatDuration(attempt.retryInMs)} (${Math.ceil(attempt.remainingMs / 1000)} s left)`
+}

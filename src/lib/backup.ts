@@ -1,0 +1,188 @@
+/**
+ * `backup`: pg_dump, streamed, never buffered. A file target is written to a
+ * temporary path beside it (mode 0600), fsynced and renamed only once pg_dump
+ * has succeeded, so FILE is either a complete backup or not there at all.
+ */
+import {once} from 'node:events'
+import {open, readdir, rename, rm, stat, type FileHandle} from 'node:fs/promises'
+import path from 'node:path'
+
+import type {ConnectionConfig} from './config.js'
+import {serverVersion, type Sql} from './connection.js'
+import {TwDbError, usageError} from './errors.js'
+import {readLedger} from './ledger.js'
+import {describeToolFailure, pickTool, spawnTool, waitForTool, type PgTool} from './pgtools.js'
+
+export const BACKUP_FORMATS = ['plain', 'custom', 'directory', 'tar'] as const
+export type BackupFormat = (typeof BACKUP_FORMATS)[number]
+
+export interface BackupOptions {
+  format: BackupFormat
+  /** A file (or directory, for the directory format); undefined streams to stdout. */
+  output?: string
+  schemaOnly?: boolean
+  dataOnly?: boolean
+  tables?: readonly string[]
+  compress?: number
+  pgBinDir?: string
+  /** Called with the bytes written so far, about four times a second, when given. */
+  onProgress?: (bytes: number) => void
+  /** Aborting kills pg_dump and removes the partial output. */
+  signal?: AbortSignal
+}
+
+export interface BackupResult {
+  format: BackupFormat
+  output: string | null
+  /** null when pg_dump streamed straight to stdout and nothing counted the bytes. */
+  bytes: number | null
+  durationMs: number
+  lastMigration: string | null
+  serverVersion: string
+  pgDump: {path: string; version: string}
+}
+
+export function pgDumpArgs(options: BackupOptions): string[] {
+  if (options.schemaOnly && options.dataOnly) throw usageError('--schema-only and --data-only cannot be used together')
+  const args = ['--format', options.format, '--no-password']
+  if (options.schemaOnly) args.push('--schema-only')
+  if (options.dataOnly) args.push('--data-only')
+  for (const table of options.tables ?? []) args.push('--table', table)
+  if (options.compress !== undefined) args.push('--compress', String(options.compress))
+  return args
+}
+
+export async function backup(sql: Sql, connection: ConnectionConfig, options: BackupOptions): Promise<BackupResult> {
+  const args = pgDumpArgs(options)
+  if (options.format === 'directory' && !options.output) {
+    throw usageError('the directory format needs --output DIR', 'Pass -o backup.dir, or use -F plain/custom/tar to stream.')
+  }
+  const server = await serverVersion(sql)
+  const ledger = (await readLedger(sql)) ?? []
+  const lastMigration = ledger.sort((a, b) => (a.appliedAt?.getTime() ?? 0) - (b.appliedAt?.getTime() ?? 0)).at(-1)?.id ?? null
+  const pgDump = await pickTool('pg_dump', server.major, server.version, options.pgBinDir)
+  const started = performance.now()
+
+  const bytes = options.output
+    ? await dumpToPath(pgDump, args, connection, options.output, options)
+    : await dumpToStdout(pgDump, args, connection, options)
+
+  return {
+    format: options.format,
+    output: options.output ?? null,
+    bytes,
+    durationMs: Math.round(performance.now() - started),
+    lastMigration,
+    serverVersion: server.version,
+    pgDump: {path: pgDump.path, version: pgDump.version},
+  }
+}
+
+async function dumpToStdout(pgDump: PgTool, args: string[], connection: ConnectionConfig, options: BackupOptions): Promise<number | null> {
+  // Without progress to show, pg_dump writes straight to our stdout: no copy through Node.
+  const counting = Boolean(options.onProgress)
+  const child = spawnTool(pgDump, args, connection, ['ignore', counting ? 'pipe' : 'inherit', 'pipe'])
+  let bytes = 0
+  if (counting) {
+    child.stdout!.on('data', (chunk: Buffer) => (bytes += chunk.length))
+    child.stdout!.pipe(process.stdout, {end: false})
+  }
+  const exit = await runWatched(child, options, () => bytes)
+  if (exit.code !== 0) throw dumpFailed(pgDump, exit, options)
+  return counting ? bytes : null
+}
+
+async function dumpToPath(pgDump: PgTool, args: string[], connection: ConnectionConfig, output: string, options: BackupOptions): Promise<number> {
+  const target = path.resolve(output)
+  const temp = path.join(path.dirname(target), `.${path.basename(target)}.tw-db-${process.pid}.partial`)
+  if (options.format === 'directory') {
+    const existing = await stat(target).catch(() => undefined)
+    if (existing) throw usageError(`${output} already exists`, 'The directory format needs a path that does not exist yet.')
+    try {
+      const child = spawnTool(pgDump, [...args, '--file', temp], connection, ['ignore', 'ignore', 'pipe'])
+      const exit = await runWatched(child, options, () => 0)
+      if (exit.code !== 0) throw dumpFailed(pgDump, exit, options)
+      await rename(temp, target)
+      await fsyncDirectory(path.dirname(target))
+      return directorySize(target)
+    } catch (error) {
+      await rm(temp, {recursive: true, force: true})
+      throw error
+    }
+  }
+
+  let file: FileHandle | undefined
+  try {
+    file = await open(temp, 'wx', 0o600)
+  } catch (error) {
+    throw new TwDbError('E_BACKUP_FAILED', `cannot write ${output}: ${(error as Error).message}`, {
+      exit: 2,
+      hint: 'Check that the directory exists and is writable.',
+    })
+  }
+  try {
+    let exit
+    if (options.onProgress) {
+      const child = spawnTool(pgDump, args, connection, ['ignore', 'pipe', 'pipe'])
+      const stream = file.createWriteStream({autoClose: false})
+      let bytes = 0
+      child.stdout!.on('data', (chunk: Buffer) => (bytes += chunk.length))
+      child.stdout!.pipe(stream)
+      ;[exit] = await Promise.all([runWatched(child, options, () => bytes), once(stream, 'finish')])
+    } else {
+      // pg_dump writes into the file itself: the fastest path, nothing copied through Node.
+      const child = spawnTool(pgDump, args, connection, ['ignore', file.fd, 'pipe'])
+      exit = await runWatched(child, options, () => 0)
+    }
+    if (exit.code !== 0) throw dumpFailed(pgDump, exit, options)
+    await file.sync()
+    await file.close()
+    file = undefined
+    await rename(temp, target)
+    await fsyncDirectory(path.dirname(target))
+    return (await stat(target)).size
+  } catch (error) {
+    await file?.close().catch(() => undefined)
+    await rm(temp, {force: true})
+    throw error
+  }
+}
+
+/** Waits for pg_dump, reporting progress and honouring the abort signal. */
+async function runWatched(child: ReturnType<typeof spawnTool>, options: BackupOptions, bytesSoFar: () => number) {
+  const onAbort = () => child.kill('SIGTERM')
+  options.signal?.addEventListener('abort', onAbort, {once: true})
+  const timer = options.onProgress ? setInterval(() => options.onProgress!(bytesSoFar()), 250) : undefined
+  try {
+    return await waitForTool(child)
+  } finally {
+    if (timer) clearInterval(timer)
+    options.signal?.removeEventListener('abort', onAbort)
+  }
+}
+
+function dumpFailed(pgDump: PgTool, exit: Awaited<ReturnType<typeof waitForTool>>, options: BackupOptions): TwDbError {
+  if (options.signal?.aborted) {
+    return new TwDbError('E_INTERRUPTED', 'backup interrupted: pg_dump was stopped', {
+      hint: options.output ? `Nothing was written to ${options.output}.` : 'The output on stdout is incomplete: discard it.',
+    })
+  }
+  return new TwDbError('E_BACKUP_FAILED', `backup failed: ${describeToolFailure(pgDump, exit)}`, {
+    hint: options.output ? `Nothing was written to ${options.output}.` : 'The output on stdout is incomplete: discard it.',
+  })
+}
+
+async function fsyncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+async function directorySize(dir: string): Promise<number> {
+  let total = 0
+  for (const entry of await readdir(dir)) total += (await stat(path.join(dir, entry))).size
+  return total
+}

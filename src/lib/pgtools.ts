@@ -1,0 +1,132 @@
+/**
+ * Finds and runs PostgreSQL's client programs (pg_dump, pg_restore, psql).
+ * The password reaches a child only through its environment (PGPASSWORD),
+ * never its argv, and no shell is ever involved.
+ */
+import {execFile, spawn, type ChildProcess, type StdioOptions} from 'node:child_process'
+import {readdir, realpath, stat} from 'node:fs/promises'
+import path from 'node:path'
+import {promisify} from 'node:util'
+
+import type {ConnectionConfig} from './config.js'
+import {APPLICATION_NAME} from './connection.js'
+import {TwDbError} from './errors.js'
+
+const execFileAsync = promisify(execFile)
+
+export type PgToolName = 'pg_dump' | 'pg_restore' | 'psql'
+
+export interface PgTool {
+  name: PgToolName
+  path: string
+  /** e.g. "15.18" */
+  version: string
+  major: number
+}
+
+/** Directories to search, most specific first. */
+async function candidateDirs(pgBinDir: string | undefined, env: NodeJS.ProcessEnv): Promise<string[]> {
+  const dirs: string[] = []
+  if (pgBinDir) dirs.push(pgBinDir)
+  if (env.PG_BIN_DIR) dirs.push(env.PG_BIN_DIR)
+  dirs.push(...(env.PATH ?? '').split(path.delimiter).filter(Boolean))
+  for (const [parent, pattern] of [
+    ['/usr/lib/postgresql', /^\d+$/],
+    ['/usr/local/opt', /^postgresql(@\d+)?$/],
+    ['/opt/homebrew/opt', /^postgresql(@\d+)?$/],
+    ['/usr', /^pgsql-\d+$/],
+  ] as const) {
+    const entries = await readdir(parent).catch(() => [] as string[])
+    for (const entry of entries.filter((e) => pattern.test(e))) dirs.push(path.join(parent, entry, 'bin'))
+  }
+  return dirs
+}
+
+export function parseToolVersion(output: string): {version: string; major: number} | undefined {
+  const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(output)
+  if (!match) return undefined
+  return {version: match[2] === undefined ? match[1] : `${match[1]}.${match[2]}`, major: Number(match[1])}
+}
+
+/** Every installed copy of a tool, with its version, best first (newest; a real binary before a wrapper). */
+export async function findTools(name: PgToolName, pgBinDir?: string, env: NodeJS.ProcessEnv = process.env): Promise<PgTool[]> {
+  const seen = new Set<string>()
+  const found: Array<PgTool & {wrapper: boolean; order: number}> = []
+  const dirs = await candidateDirs(pgBinDir, env)
+  for (const [order, dir] of dirs.entries()) {
+    const file = path.join(dir, name)
+    const real = await realpath(file).catch(() => undefined)
+    if (!real || seen.has(real)) continue
+    seen.add(real)
+    if (!(await stat(real).then((s) => s.isFile()).catch(() => false))) continue
+    const output = await execFileAsync(file, ['--version'], {timeout: 10_000}).then((r) => r.stdout, () => '')
+    const version = parseToolVersion(output)
+    if (!version) continue
+    found.push({name, path: file, ...version, wrapper: path.basename(real) !== name, order})
+  }
+  found.sort((a, b) => b.major - a.major || Number(a.wrapper) - Number(b.wrapper) || a.order - b.order)
+  return found.map(({wrapper: _wrapper, order: _order, ...tool}) => tool)
+}
+
+/**
+ * The newest tool whose major version is at least the server's (pg_dump
+ * refuses older-or-equal servers only). Fails naming every copy found.
+ */
+export async function pickTool(name: PgToolName, serverMajor: number, serverVersion: string, pgBinDir?: string): Promise<PgTool> {
+  const tools = await findTools(name, pgBinDir)
+  const fit = tools.find((tool) => tool.major >= serverMajor)
+  if (fit) return fit
+  const list = tools.length > 0 ? tools.map((t) => `${t.path} (${t.version})`).join(', ') : 'none'
+  throw new TwDbError('E_PG_TOOL', `no ${name} can handle PostgreSQL ${serverVersion}: it needs ${name} ${serverMajor} or newer; found: ${list}`, {
+    hint: `Install the PostgreSQL ${serverMajor} client (Debian/Ubuntu: apt-get install postgresql-client-${serverMajor} from apt.postgresql.org; macOS: brew install postgresql@${serverMajor}), then point tools.pg_bin_dir or PG_BIN_DIR at its bin directory if it is not on PATH.`,
+  })
+}
+
+/** libpq environment for a child: connection settings and the password, never in argv. */
+export function toolEnv(connection: ConnectionConfig, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {}
+  // Drop inherited libpq settings so that nothing but this connection is used.
+  for (const [key, value] of Object.entries(base)) if (!key.startsWith('PG')) env[key] = value
+  Object.assign(env, {
+    PGHOST: connection.socketPath ?? connection.host,
+    PGPORT: String(connection.port),
+    PGUSER: connection.user,
+    PGDATABASE: connection.database,
+    PGSSLMODE: connection.ssl,
+    PGAPPNAME: APPLICATION_NAME,
+    PGCONNECT_TIMEOUT: String(Math.max(2, Math.round(connection.connectTimeout))),
+  })
+  if (connection.password !== undefined) env.PGPASSWORD = connection.password
+  if (connection.sslRootCert) env.PGSSLROOTCERT = connection.sslRootCert
+  return env
+}
+
+export function spawnTool(tool: PgTool, args: string[], connection: ConnectionConfig, stdio: StdioOptions): ChildProcess {
+  return spawn(tool.path, args, {env: toolEnv(connection), stdio, shell: false})
+}
+
+export interface ToolExit {
+  code: number | null
+  signal: NodeJS.Signals | null
+  /** The tool's stderr (its own messages), kept in full up to a limit. */
+  stderr: string
+}
+
+/** Waits for a child started with a piped stderr, keeping what it printed there. */
+export function waitForTool(child: ChildProcess): Promise<ToolExit> {
+  let stderr = ''
+  child.stderr?.on('data', (chunk: Buffer) => {
+    if (stderr.length < 64 * 1024) stderr += chunk.toString()
+  })
+  return new Promise((resolve, reject) => {
+    child.once('error', reject)
+    child.once('close', (code, signal) => resolve({code, signal, stderr: stderr.trim()}))
+  })
+}
+
+/** One line for a tool that failed: its exit status and what it said. */
+export function describeToolFailure(tool: PgTool, exit: ToolExit): string {
+  const status = exit.signal ? `was killed by ${exit.signal}` : `exited with status ${exit.code}`
+  const said = exit.stderr ? `: ${exit.stderr.split('\n').filter(Boolean).slice(-3).join(' | ')}` : ''
+  return `${tool.name} ${tool.version} ${status}${said}`
+}

@@ -1,0 +1,195 @@
+/**
+ * `restore`: all or nothing. Plain dumps go through
+ * `psql -X -v ON_ERROR_STOP=1 --single-transaction`, archives through
+ * `pg_restore --single-transaction --exit-on-error`. With --clean the reset
+ * and the restore run in one psql transaction, so a failed restore leaves
+ * the old database in place.
+ */
+import {createReadStream, createWriteStream} from 'node:fs'
+import {mkdtemp, open, rm, stat} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import path from 'node:path'
+import {pipeline} from 'node:stream/promises'
+import {createGunzip} from 'node:zlib'
+
+import type {ConnectionConfig} from './config.js'
+import type {Sql} from './connection.js'
+import {EXIT, TwDbError} from './errors.js'
+import {describeToolFailure, findTools, spawnTool, waitForTool, type PgTool, type PgToolName} from './pgtools.js'
+import {catalogSnapshot, resetScript, userRelationCount} from './reset.js'
+
+export type DumpFormat = 'custom' | 'directory' | 'tar' | 'gzip' | 'plain'
+
+/** The line pg_dump writes last in a plain dump; without it the dump was cut short. */
+export const DUMP_COMPLETE_LINE = '-- PostgreSQL database dump complete'
+
+/** Pure: the format of a dump from its first bytes (at least 512 for tar). */
+export function detectFormat(head: Uint8Array): Exclude<DumpFormat, 'directory'> {
+  const text = Buffer.from(head)
+  if (text.subarray(0, 5).toString('latin1') === 'PGDMP') return 'custom'
+  if (text[0] === 0x1f && text[1] === 0x8b) return 'gzip'
+  if (text.subarray(257, 262).toString('latin1') === 'ustar') return 'tar'
+  return 'plain'
+}
+
+/** Pure: whether the end of a plain dump holds pg_dump's closing line. */
+export function isCompletePlainDump(tail: string): boolean {
+  return tail.includes(DUMP_COMPLETE_LINE)
+}
+
+export interface RestoreOptions {
+  /** A file or directory path; '-' or undefined reads stdin. */
+  source?: string
+  clean?: boolean
+  force?: boolean
+  pgBinDir?: string
+  stdin?: NodeJS.ReadableStream
+}
+
+export interface RestoreResult {
+  format: DumpFormat
+  source: string
+  durationMs: number
+}
+
+export async function restore(sql: Sql, connection: ConnectionConfig, options: RestoreOptions): Promise<RestoreResult> {
+  const started = performance.now()
+  const work = await mkdtemp(path.join(tmpdir(), 'tw-db-restore-'))
+  try {
+    const input = await prepareInput(options, work)
+    if (input.format === 'plain' && !options.force && !isCompletePlainDump(await readTail(input.path))) {
+      throw new TwDbError('E_TRUNCATED', `${input.label} is truncated: it lacks pg_dump's closing line "${DUMP_COMPLETE_LINE}"`, {
+        hint: 'The backup was cut short (a failed or interrupted pg_dump): use a complete one. --force restores it anyway.',
+      })
+    }
+
+    if (!options.clean) {
+      const relations = await userRelationCount(sql)
+      if (relations > 0) {
+        throw new TwDbError('E_NOT_EMPTY', `the target database ${connection.database} is not empty (${relations} user tables, views or sequences); nothing was restored`, {
+          exit: EXIT.USAGE,
+          hint: 'Restore into an empty database, or pass --clean to drop everything in it first (in the same transaction as the restore).',
+        })
+      }
+    }
+
+    if (options.clean) {
+      const {snapshot, currentUser} = await catalogSnapshot(sql)
+      const plainPath = input.format === 'plain' ? input.path : await archiveToScript(input, connection, work, options.pgBinDir)
+      await runPsql(plainPath, connection, options.pgBinDir, resetScript(snapshot, currentUser))
+    } else if (input.format === 'plain') {
+      await runPsql(input.path, connection, options.pgBinDir)
+    } else {
+      await runPgRestore(input, connection, options.pgBinDir)
+    }
+    return {format: input.originalFormat, source: input.label, durationMs: Math.round(performance.now() - started)}
+  } finally {
+    await rm(work, {recursive: true, force: true})
+  }
+}
+
+interface PreparedInput {
+  /** A file or directory pg_restore/psql can read (a spooled or decompressed copy if needed). */
+  path: string
+  format: Exclude<DumpFormat, 'gzip'>
+  originalFormat: DumpFormat
+  label: string
+}
+
+async function prepareInput(options: RestoreOptions, work: string): Promise<PreparedInput> {
+  let file: string
+  let label: string
+  if (options.source === undefined || options.source === '-') {
+    // stdin is spooled to a private file first: the dump must be checked whole before anything is touched.
+    file = path.join(work, 'stdin.dump')
+    await pipeline(options.stdin ?? process.stdin, createWriteStream(file, {mode: 0o600}))
+    label = 'standard input'
+  } else {
+    file = path.resolve(options.source)
+    label = options.source
+    const info = await stat(file).catch(() => undefined)
+    if (!info) throw new TwDbError('E_USAGE', `backup file not found: ${options.source}`, {exit: EXIT.USAGE})
+    if (info.isDirectory()) {
+      const toc = await stat(path.join(file, 'toc.dat')).catch(() => undefined)
+      if (!toc) throw new TwDbError('E_USAGE', `${options.source} is a directory but not a pg_dump directory-format backup (no toc.dat)`, {exit: EXIT.USAGE})
+      return {path: file, format: 'directory', originalFormat: 'directory', label}
+    }
+  }
+  const format = detectFormat(await readHead(file))
+  if (format !== 'gzip') return {path: file, format, originalFormat: format, label}
+  const plain = path.join(work, 'decompressed.sql')
+  try {
+    await pipeline(createReadStream(file), createGunzip(), createWriteStream(plain, {mode: 0o600}))
+  } catch (error) {
+    throw new TwDbError('E_TRUNCATED', `${label} is not a valid gzip file: ${(error as Error).message}`, {
+      hint: 'The compressed backup is damaged or was cut short.',
+    })
+  }
+  return {path: plain, format: 'plain', originalFormat: 'gzip', label}
+}
+
+async function readHead(file: string): Promise<Buffer> {
+  const handle = await open(file, 'r')
+  try {
+    const buffer = Buffer.alloc(512)
+    const {bytesRead} = await handle.read(buffer, 0, 512, 0)
+    return buffer.subarray(0, bytesRead)
+  } finally {
+    await handle.close()
+  }
+}
+
+async function readTail(file: string): Promise<string> {
+  const handle = await open(file, 'r')
+  try {
+    const {size} = await handle.stat()
+    const length = Math.min(size, 4096)
+    const buffer = Buffer.alloc(length)
+    await handle.read(buffer, 0, length, size - length)
+    return buffer.toString('utf8')
+  } finally {
+    await handle.close()
+  }
+}
+
+async function newestTool(name: PgToolName, pgBinDir?: string): Promise<PgTool> {
+  const [tool] = await findTools(name, pgBinDir)
+  if (!tool) {
+    throw new TwDbError('E_PG_TOOL', `${name} was not found`, {
+      hint: 'Install the PostgreSQL client (Debian/Ubuntu: apt-get install postgresql-client), or set tools.pg_bin_dir / PG_BIN_DIR.',
+    })
+  }
+  return tool
+}
+
+/** psql in one transaction, stopping at the first error; `prelude` runs first, in the same transaction. */
+async function runPsql(file: string, connection: ConnectionConfig, pgBinDir?: string, prelude?: string): Promise<void> {
+  const psql = await newestTool('psql', pgBinDir)
+  const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '--no-password']
+  if (prelude) args.push('-c', prelude)
+  args.push('-f', file)
+  const exit = await waitForTool(spawnTool(psql, args, connection, ['ignore', 'ignore', 'pipe']))
+  if (exit.code !== 0) throw restoreFailed(psql, exit)
+}
+
+async function runPgRestore(input: PreparedInput, connection: ConnectionConfig, pgBinDir?: string): Promise<void> {
+  const pgRestore = await newestTool('pg_restore', pgBinDir)
+  const args = ['--single-transaction', '--exit-on-error', '--no-password', '--dbname', `dbname='${connection.database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`, input.path]
+  const exit = await waitForTool(spawnTool(pgRestore, args, connection, ['ignore', 'ignore', 'pipe']))
+  if (exit.code !== 0) throw restoreFailed(pgRestore, exit)
+}
+
+/** An archive as a plain SQL script, so that psql can run it after the reset in one transaction. */
+async function archiveToScript(input: PreparedInput, connection: ConnectionConfig, work: string, pgBinDir?: string): Promise<string> {
+  const pgRestore = await newestTool('pg_restore', pgBinDir)
+  const script = path.join(work, 'archive.sql')
+  const exit = await waitForTool(spawnTool(pgRestore, ['--file', script, input.path], connection, ['ignore', 'ignore', 'pipe']))
+  if (exit.code !== 0) throw restoreFailed(pgRestore, exit)
+  return script
+}
+
+function restoreFailed(tool: PgTool, exit: Awaited<ReturnType<typeof waitForTool>>): TwDbError {
+  return new TwDbError('E_RESTORE_FAILED', `restore failed: ${describeToolFailure(tool, exit)}`, {
+    hint: 'The restore ran in one transaction and was rolled back: the database is as it was before.',
+  })
+}
