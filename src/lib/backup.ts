@@ -3,7 +3,6 @@
  * temporary path beside it (mode 0600), fsynced and renamed only once pg_dump
  * has succeeded, so FILE is either a complete backup or not there at all.
  */
-import {once} from 'node:events'
 import {open, readdir, rename, rm, stat, type FileHandle} from 'node:fs/promises'
 import path from 'node:path'
 
@@ -100,7 +99,7 @@ async function dumpToPath(pgDump: PgTool, args: string[], connection: Connection
     if (existing) throw usageError(`${output} already exists`, 'The directory format needs a path that does not exist yet.')
     try {
       const child = spawnTool(pgDump, [...args, '--file', temp], connection, ['ignore', 'ignore', 'pipe'])
-      const exit = await runWatched(child, options, () => 0)
+      const exit = await runWatched(child, options, () => directorySize(temp).catch(() => 0))
       if (exit.code !== 0) throw dumpFailed(pgDump, exit, options)
       await rename(temp, target)
       await fsyncDirectory(path.dirname(target))
@@ -121,19 +120,9 @@ async function dumpToPath(pgDump: PgTool, args: string[], connection: Connection
     })
   }
   try {
-    let exit
-    if (options.onProgress) {
-      const child = spawnTool(pgDump, args, connection, ['ignore', 'pipe', 'pipe'])
-      const stream = file.createWriteStream({autoClose: false})
-      let bytes = 0
-      child.stdout!.on('data', (chunk: Buffer) => (bytes += chunk.length))
-      child.stdout!.pipe(stream)
-      ;[exit] = await Promise.all([runWatched(child, options, () => bytes), once(stream, 'finish')])
-    } else {
-      // pg_dump writes into the file itself: the fastest path, nothing copied through Node.
-      const child = spawnTool(pgDump, args, connection, ['ignore', file.fd, 'pipe'])
-      exit = await runWatched(child, options, () => 0)
-    }
+    // pg_dump writes into the file itself: nothing is copied through Node; progress reads the file's size.
+    const child = spawnTool(pgDump, args, connection, ['ignore', file.fd, 'pipe'])
+    const exit = await runWatched(child, options, () => file!.stat().then((info) => info.size))
     if (exit.code !== 0) throw dumpFailed(pgDump, exit, options)
     await file.sync()
     await file.close()
@@ -149,10 +138,12 @@ async function dumpToPath(pgDump: PgTool, args: string[], connection: Connection
 }
 
 /** Waits for pg_dump, reporting progress and honouring the abort signal. */
-async function runWatched(child: ReturnType<typeof spawnTool>, options: BackupOptions, bytesSoFar: () => number) {
+async function runWatched(child: ReturnType<typeof spawnTool>, options: BackupOptions, bytesSoFar: () => number | Promise<number>) {
   const onAbort = () => child.kill('SIGTERM')
   options.signal?.addEventListener('abort', onAbort, {once: true})
-  const timer = options.onProgress ? setInterval(() => options.onProgress!(bytesSoFar()), 250) : undefined
+  const report = options.onProgress
+  report?.(0)
+  const timer = report ? setInterval(() => void Promise.resolve(bytesSoFar()).then(report, () => undefined), 250) : undefined
   try {
     return await waitForTool(child)
   } finally {

@@ -242,6 +242,15 @@ for (const major of testMajors()) {
       assert.equal(result.code, 2)
       assert.match(result.output, /Error: refusing to write a backup to a terminal/)
     })
+
+    it('shows the bytes written while it runs when stderr is a terminal', async () => {
+      const source = await seededDatabase(major)
+      const output = path.join(tempDir(), 'tw.dump')
+      const result = await runInTerminal(`${process.execPath} ${BIN} backup -F custom -o ${output} --database-url ${source.url}`, '')
+      assert.equal(result.code, 0, result.output)
+      assert.match(result.output, /Backing up: \d+(\.\d)? ?[kMG]?B written/)
+      assert.match(result.output, /Backup complete: custom format, \d+\.\d kB in /)
+    })
   })
 
   describe(`reset on PostgreSQL ${major}`, () => {
