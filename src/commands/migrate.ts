@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 
 import {BaseCommand} from '../base-command.js'
 import {migrate, type MigrateResult} from '../lib/migrator.js'
-import {renderDryRun, renderMigrateEvent, renderMigrateSummary, writeOut} from '../lib/output.js'
+import {renderDryRun, renderMigrateEvent, renderMigrateSummary, writeErr, writeOut} from '../lib/output.js'
 import {loadRegistry} from '../lib/registry.js'
 import {APPLIED_BY} from '../lib/version.js'
 
@@ -31,8 +31,17 @@ export default class Migrate extends BaseCommand {
     // The migrator works on one reserved session: the advisory lock and every transaction share it.
     const sql = this.connect(config, {max: 1})
     const json = this.jsonEnabled()
+    // Ctrl-C cancels the running statement so its transaction rolls back and the lock is released;
+    // a second Ctrl-C falls through to Node's default and ends the process at once.
+    const controller = new AbortController()
+    const interrupt = () => {
+      writeErr('Interrupted: cancelling the running migration…')
+      controller.abort()
+    }
+    process.once('SIGINT', interrupt).once('SIGTERM', interrupt)
     const started = performance.now()
     const result = await migrate(sql, {
+      signal: controller.signal,
       migrations,
       target: flags.target,
       dryRun: flags['dry-run'],
@@ -42,7 +51,7 @@ export default class Migrate extends BaseCommand {
       statementLockTimeout: config.migrations.statementLockTimeout,
       appliedBy: APPLIED_BY,
       onEvent: (event) => renderMigrateEvent(event, {json}),
-    })
+    }).finally(() => process.off('SIGINT', interrupt).off('SIGTERM', interrupt))
     if (!json) {
       writeOut(result.dryRun ? renderDryRun(result.planned ?? [], result.pending) : renderMigrateSummary(result, performance.now() - started))
     }

@@ -194,6 +194,8 @@ export interface MigrateOptions {
   onEvent?: (event: MigrateEvent) => void
   /** Pauses between 55P03 retries; injectable so pure tests need not wait. */
   retryDelaysMs?: readonly number[]
+  /** Aborting (Ctrl-C) cancels the running statement; its transaction rolls back and nothing else runs. */
+  signal?: AbortSignal
 }
 
 export interface AppliedMigration {
@@ -247,7 +249,7 @@ export async function migrate(sql: Sql, options: MigrateOptions): Promise<Migrat
  */
 export async function withMigrationLock<T>(
   sql: Sql,
-  options: {lockTimeout: number; onEvent?: (event: MigrateEvent) => void},
+  options: {lockTimeout: number; onEvent?: (event: MigrateEvent) => void; signal?: AbortSignal},
   fn: (reserved: ReservedSql) => Promise<T>,
 ): Promise<T> {
   const reserved = await sql.reserve()
@@ -258,7 +260,7 @@ export async function withMigrationLock<T>(
     locked = state.locked
     if (state.standby) throw standbyError()
     if (!locked) {
-      await waitForLock(reserved, options.lockTimeout, options.onEvent ?? (() => undefined))
+      await waitForLock(reserved, options.lockTimeout, options.onEvent ?? (() => undefined), options.signal)
       locked = true
     }
     return await fn(reserved)
@@ -304,15 +306,21 @@ function warnAboutProblems(p: Plan, emit: (event: MigrateEvent) => void): void {
   if (modified.length > 0) emit({type: 'warning', message: `ignoring changed checksums of ${modified.join(', ')} (--ignore-checksums)`})
 }
 
-async function waitForLock(reserved: ReservedSql, timeoutSeconds: number, emit: (event: MigrateEvent) => void): Promise<void> {
+async function waitForLock(
+  reserved: ReservedSql,
+  timeoutSeconds: number,
+  emit: (event: MigrateEvent) => void,
+  signal?: AbortSignal,
+): Promise<void> {
   const holder = await lockHolder(reserved)
   if (timeoutSeconds <= 0) throw lockTimeoutError(holder, timeoutSeconds)
   emit({type: 'lock-wait', holder, timeoutSeconds})
   await reserved`select set_config('lock_timeout', ${String(Math.round(timeoutSeconds * 1000))}, false)`
   try {
-    await reserved`select pg_advisory_lock(${ADVISORY_LOCK_KEY.toString()}::bigint)`
+    await cancellable(reserved`select pg_advisory_lock(${ADVISORY_LOCK_KEY.toString()}::bigint)`, signal)
   } catch (error) {
     if (isPgError(error) && error.code === SQLSTATE.LOCK_NOT_AVAILABLE) throw lockTimeoutError(await lockHolder(reserved), timeoutSeconds)
+    if (signal?.aborted) throw new TwDbError('E_INTERRUPTED', 'interrupted while waiting for the migration lock; nothing was applied')
     throw error
   } finally {
     await reserved`reset lock_timeout`.catch(() => undefined)
@@ -353,6 +361,7 @@ async function applyEach(
   const applied: AppliedMigration[] = []
   for (const migration of migrations) {
     try {
+      if (options.signal?.aborted) throw interruptedError(migration)
       const durationMs = migration.transaction
         ? await withLockRetries(migration.id, options, emit, () => applyInTransaction(reserved, [migration], options))
         : await applyWithoutTransaction(reserved, migration, options)
@@ -360,7 +369,7 @@ async function applyEach(
       applied.push(result)
       emit({type: 'applied', ...result})
     } catch (error) {
-      throw migrationError(migration, error, applied, migrations)
+      throw options.signal?.aborted ? interruptedError(migration) : migrationError(migration, error, applied, migrations)
     }
   }
   return applied
@@ -389,7 +398,8 @@ async function applyInOneTransaction(
     for (const result of applied) emit({type: 'applied', ...result})
     return applied
   } catch (error) {
-    throw migrationError(failed ?? migrations[0], error, [], migrations, true)
+    const migration = failed ?? migrations[0]
+    throw options.signal?.aborted ? interruptedError(migration) : migrationError(migration, error, [], migrations, true)
   }
 }
 
@@ -411,7 +421,7 @@ async function applyInTransaction(
     for (const migration of migrations) {
       onStart(migration)
       const started = performance.now()
-      await reserved.unsafe(migration.sql)
+      await cancellable(reserved.unsafe(migration.sql), options.signal)
       const durationMs = performance.now() - started
       await recordMigration(reserved, {id: migration.id, checksum: migration.checksum, durationMs, appliedBy: options.appliedBy})
       durations.push(Math.round(durationMs))
@@ -428,7 +438,7 @@ async function applyWithoutTransaction(reserved: ReservedSql, migration: Migrati
   const started = performance.now()
   for (const statement of splitStatements(migration.sql)) {
     try {
-      await reserved.unsafe(statement.sql)
+      await cancellable(reserved.unsafe(statement.sql), options.signal)
     } catch (error) {
       // Positions are relative to the statement; make them relative to the file.
       if (isPgError(error) && error.position) {
@@ -459,6 +469,24 @@ async function withLockRetries<T>(
       await sleep(delays[retry])
     }
   }
+}
+
+/** Runs a query that an abort signal cancels (PostgreSQL answers 57014 and the transaction rolls back). */
+async function cancellable<T>(query: PromiseLike<T> & {cancel(): void}, signal?: AbortSignal): Promise<T> {
+  if (!signal) return query
+  const cancel = () => query.cancel()
+  signal.addEventListener('abort', cancel, {once: true})
+  try {
+    return await query
+  } finally {
+    signal.removeEventListener('abort', cancel)
+  }
+}
+
+function interruptedError(migration: Migration): TwDbError {
+  return new TwDbError('E_INTERRUPTED', `interrupted before or while applying ${migration.id}: its transaction was rolled back and nothing after it ran`, {
+    hint: 'Every migration is either fully applied and recorded or not at all: run migrate again to finish.',
+  })
 }
 
 /** Names the migration, PostgreSQL's message, SQLSTATE and file:line:col. */

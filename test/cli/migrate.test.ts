@@ -11,6 +11,14 @@ import {columnsOf, ledgerRows, tableExists} from '../support/schema.js'
 const BUNDLED_IDS = ['khronosvalue_v2', 'kv_generic', 'tenantstate', 'cleanup_v8', 'drop_tenant_kv_expires_at']
 const servers = useServers()
 
+async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time')
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
 function copyFixture(name: string): string {
   const dir = mkdtempSync(path.join(tmpdir(), `tw-db-${name}-`))
   cpSync(path.join(FIXTURES, name), dir, {recursive: true})
@@ -303,6 +311,38 @@ for (const major of testMajors()) {
         assert.equal(result.code, 0, result.stderr)
         assert.match(result.stderr, /Retry 1\/3 of alter_app_table in 1\.00 s: canceling statement due to lock timeout/)
         assert.deepEqual(await columnsOf(db.sql, 'app_table').then((cols) => cols.map((c) => c.name)), ['id', 'added_by_migration'])
+      } finally {
+        app.release()
+      }
+    })
+
+    it('cancels, rolls back and releases the lock on Ctrl-C while a migration waits behind the application', async () => {
+      const db = await freshDb()
+      await db.sql`create table app_table (id int)`
+      const config = path.join(mkdtempSync(path.join(tmpdir(), 'tw-db-cfg-')), 'tw-db.config.yaml')
+      writeFileSync(config, `database:\n  url: ${db.url}\nmigrations:\n  statement_lock_timeout: 60\n`)
+      const app = await db.sql.reserve()
+      try {
+        await app`begin`
+        await app`lock table app_table in access share mode`
+        const child = spawnCli(['migrate', '--config', config, '--migrations-dir', path.join(FIXTURES, 'locking')])
+        const run = collect(child)
+        await waitUntil(async () => {
+          const [{waiting}] = await db.sql`select count(*)::int as waiting from pg_stat_activity where application_name = 'tw-db' and wait_event_type = 'Lock'`
+          return waiting === 1
+        })
+        child.kill('SIGINT')
+        const result = await run
+        assert.equal(result.code, 1)
+        assert.match(result.stderr, /Interrupted: cancelling the running migration/)
+        assert.match(result.stderr, /Error: interrupted before or while applying alter_app_table: its transaction was rolled back/)
+        await app`rollback`
+        assert.deepEqual(await ledgerRows(db.sql), [])
+        assert.deepEqual((await columnsOf(db.sql, 'app_table')).map((c) => c.name), ['id'])
+        const [{locks}] = await db.sql`select count(*)::int as locks from pg_locks where locktype = 'advisory'`
+        assert.equal(locks, 0, 'the migration lock must be released')
+        const again = await runCli(['migrate', '--config', config, '--migrations-dir', path.join(FIXTURES, 'locking')])
+        assert.equal(again.code, 0, again.stderr)
       } finally {
         app.release()
       }
