@@ -93,6 +93,15 @@ export function isPgError(error: unknown): error is PgErrorLike & Error {
   return error instanceof Error && (error as {name?: string}).name === 'PostgresError'
 }
 
+/**
+ * Whether the session an error came from can still take commands: a FATAL or
+ * PANIC from the server, or any socket-level error, ends it. Sending anything
+ * more (a ROLLBACK, an unlock) on a dead session only adds a second failure.
+ */
+export function sessionSurvives(error: unknown): boolean {
+  return isPgError(error) && error.severity !== 'FATAL' && error.severity !== 'PANIC'
+}
+
 /** SQLSTATEs the rest of the code branches on. */
 export const SQLSTATE = {
   LOCK_NOT_AVAILABLE: '55P03',

@@ -2,7 +2,7 @@ import path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import type {ReservedSql, Sql} from './connection.js'
-import {EXIT, SQLSTATE, TwDbError, isPgError, usageError, type PgErrorLike} from './errors.js'
+import {EXIT, SQLSTATE, TwDbError, isPgError, sessionSurvives, usageError, type PgErrorLike} from './errors.js'
 import {ensureLedger, readLedger, recordMigration, type LedgerRow} from './ledger.js'
 import type {Migration} from './registry.js'
 import {characterOffset, positionToLineColumn, splitStatements} from './sql-text.js'
@@ -254,6 +254,7 @@ export async function withMigrationLock<T>(
 ): Promise<T> {
   const reserved = await sql.reserve()
   let locked = false
+  let alive = true
   try {
     const [state] = await reserved<Array<{standby: boolean; locked: boolean}>>`
       select pg_is_in_recovery() as standby, pg_try_advisory_lock(${ADVISORY_LOCK_KEY.toString()}::bigint) as locked`
@@ -264,8 +265,14 @@ export async function withMigrationLock<T>(
       locked = true
     }
     return await fn(reserved)
+  } catch (error) {
+    // tw-db's own errors (refusals, wrapped failures) carry the original failure as their cause.
+    const original = error instanceof TwDbError ? error.cause : error
+    alive = original === undefined || sessionSurvives(original)
+    throw error
   } finally {
-    if (locked) await reserved`select pg_advisory_unlock(${ADVISORY_LOCK_KEY.toString()}::bigint)`.catch(() => undefined)
+    // A lost session has released its lock already (session locks die with the session).
+    if (locked && alive) await reserved`select pg_advisory_unlock(${ADVISORY_LOCK_KEY.toString()}::bigint)`.catch(() => undefined)
     reserved.release()
   }
 }
@@ -428,7 +435,7 @@ async function applyInTransaction(
     }
     await reserved`commit`
   } catch (error) {
-    await reserved`rollback`.catch(() => undefined)
+    if (sessionSurvives(error)) await reserved`rollback`.catch(() => undefined)
     throw error
   }
   return durations
@@ -504,24 +511,28 @@ function migrationError(
   const location = where ? `${file}:${where.line}:${where.column}` : file
   const sqlstate = pg.code && /^[0-9A-Z]{5}$/.test(pg.code) ? ` (SQLSTATE ${pg.code})` : ''
   const excerpt = where ? `\n  ${where.line} | ${where.lineText}\n  ${' '.repeat(String(where.line).length)} | ${' '.repeat(Math.max(0, where.column - 1))}^` : ''
-  const connectionLost = !isPgError(error) || pg.code === SQLSTATE.ADMIN_SHUTDOWN
   const notRun = attempted.slice(attempted.indexOf(migration) + 1).map((m) => m.id)
+  const details = {failed: migration.id, sqlstate: pg.code ?? null, applied: applied.map((a) => a.id), notRun}
+  if (!sessionSurvives(error)) {
+    return new TwDbError('E_CONNECTION_LOST', `lost the connection to the server while applying ${migration.id}: ${pg.message}${sqlstate}`, {
+      hint: migration.transaction
+        ? 'It was not committed, so nothing of it was applied. Run migrate again once the server is reachable.'
+        : 'It runs outside a transaction: statements before the failure may stay applied. Check, then run migrate again.',
+      cause: error,
+      details,
+    })
+  }
   const rolledBack = singleTransaction
     ? 'The whole transaction was rolled back: no migration of this run was applied.'
     : migration.transaction
       ? 'Its transaction was rolled back; later migrations were not attempted.'
       : 'It runs outside a transaction: statements before the failing one stay applied; fix and re-run.'
   const hints = [pg.hint, pg.detail ? `Detail: ${pg.detail}` : undefined, rolledBack].filter(Boolean).join(' ')
-  return new TwDbError(connectionLost ? 'E_CONNECTION_LOST' : 'E_MIGRATION_FAILED', `migration ${migration.id} failed at ${location}: ${pg.message}${sqlstate}${excerpt}`, {
+  return new TwDbError('E_MIGRATION_FAILED', `migration ${migration.id} failed at ${location}: ${pg.message}${sqlstate}${excerpt}`, {
     exit: EXIT.FAILED,
     hint: hints,
     cause: error,
-    details: {
-      failed: migration.id,
-      sqlstate: pg.code ?? null,
-      applied: applied.map((a) => a.id),
-      notRun,
-    },
+    details,
   })
 }
 

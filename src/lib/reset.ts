@@ -6,6 +6,7 @@
  * transaction as the restore.
  */
 import type {ReservedSql, Sql} from './connection.js'
+import {sessionSurvives} from './errors.js'
 
 export interface SchemaGrant {
   /** null for PUBLIC */
@@ -107,7 +108,7 @@ export async function resetDatabase(reserved: ReservedSql): Promise<{droppedSche
     await reserved`commit`
     return {droppedSchemas: [...snapshot.schemas, ...(snapshot.publicOwner ? ['public'] : [])]}
   } catch (error) {
-    await reserved`rollback`.catch(() => undefined)
+    if (sessionSurvives(error)) await reserved`rollback`.catch(() => undefined)
     throw error
   }
 }

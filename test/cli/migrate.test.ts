@@ -29,6 +29,21 @@ for (const major of testMajors()) {
   describe(`migrate on PostgreSQL ${major}`, () => {
     const freshDb = (): Promise<TestDatabase> => servers.get(major)!.createDatabase()
 
+    /**
+     * A database whose app_table the "application" holds locked in an open
+     * transaction, and a config giving each migration `statementLockTimeout` s.
+     */
+    const lockedByApplication = async (statementLockTimeout: number) => {
+      const db = await freshDb()
+      await db.sql`create table app_table (id int)`
+      const config = path.join(mkdtempSync(path.join(tmpdir(), 'tw-db-cfg-')), 'tw-db.config.yaml')
+      writeFileSync(config, `database:\n  url: ${db.url}\nmigrations:\n  statement_lock_timeout: ${statementLockTimeout}\n`)
+      const app = await db.sql.reserve()
+      await app`begin`
+      await app`lock table app_table in access share mode`
+      return {db, config, app}
+    }
+
     it('brings an empty database to the final schema of all five migrations', async () => {
       const db = await freshDb()
       const result = await runCli(['migrate', '--database-url', db.url])
@@ -291,14 +306,8 @@ for (const major of testMajors()) {
     })
 
     it('retries a migration whose lock_timeout expired behind application traffic', async () => {
-      const db = await freshDb()
-      await db.sql`create table app_table (id int)`
-      const config = path.join(mkdtempSync(path.join(tmpdir(), 'tw-db-cfg-')), 'tw-db.config.yaml')
-      writeFileSync(config, `database:\n  url: ${db.url}\nmigrations:\n  statement_lock_timeout: 0.3\n`)
-      const app = await db.sql.reserve()
+      const {db, config, app} = await lockedByApplication(0.3)
       try {
-        await app`begin`
-        await app`lock table app_table in access share mode`
         const child = spawnCli(['migrate', '--config', config, '--migrations-dir', path.join(FIXTURES, 'locking')])
         const run = collect(child)
         // Once the first attempt has timed out and been announced, the application finishes.
@@ -317,14 +326,8 @@ for (const major of testMajors()) {
     })
 
     it('cancels, rolls back and releases the lock on Ctrl-C while a migration waits behind the application', async () => {
-      const db = await freshDb()
-      await db.sql`create table app_table (id int)`
-      const config = path.join(mkdtempSync(path.join(tmpdir(), 'tw-db-cfg-')), 'tw-db.config.yaml')
-      writeFileSync(config, `database:\n  url: ${db.url}\nmigrations:\n  statement_lock_timeout: 60\n`)
-      const app = await db.sql.reserve()
+      const {db, config, app} = await lockedByApplication(60)
       try {
-        await app`begin`
-        await app`lock table app_table in access share mode`
         const child = spawnCli(['migrate', '--config', config, '--migrations-dir', path.join(FIXTURES, 'locking')])
         const run = collect(child)
         await waitUntil(async () => {
@@ -349,14 +352,8 @@ for (const major of testMajors()) {
     })
 
     it('fails with exit 1 after three lock_timeout retries when the lock never comes free', async () => {
-      const db = await freshDb()
-      await db.sql`create table app_table (id int)`
-      const config = path.join(mkdtempSync(path.join(tmpdir(), 'tw-db-cfg-')), 'tw-db.config.yaml')
-      writeFileSync(config, `database:\n  url: ${db.url}\nmigrations:\n  statement_lock_timeout: 0.1\n`)
-      const app = await db.sql.reserve()
+      const {db, config, app} = await lockedByApplication(0.1)
       try {
-        await app`begin`
-        await app`lock table app_table in access share mode`
         const result = await runCli(['migrate', '--config', config, '--migrations-dir', path.join(FIXTURES, 'locking')])
         assert.equal(result.code, 1)
         assert.match(result.stderr, /Retry 3\/3/)

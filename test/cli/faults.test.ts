@@ -1,0 +1,137 @@
+/**
+ * Runs that break half-way: a killed tw-db, a terminated backend, a stopped
+ * server. Afterwards every migration must be either fully applied and
+ * recorded or not at all, and a re-run must finish the job exactly once.
+ */
+import assert from 'node:assert/strict'
+import {describe, it} from 'node:test'
+
+import type postgres from 'postgres'
+
+import {collect, parseJson, runCli, spawnCli} from '../support/cli.js'
+import {startServer, testMajors, useServers} from '../support/postgres.js'
+import {ledgerRows, tableExists} from '../support/schema.js'
+
+const servers = useServers()
+
+async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time')
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+/** A legacy database with v1 values, and an application session holding its table locked. */
+async function legacyDatabaseLockedByApp(sql: postgres.Sql): Promise<postgres.ReservedSql> {
+  await sql.unsafe(`
+    create extension if not exists "uuid-ossp";
+    create table guild_templates_kv (
+      id text primary key default uuid_generate_v4()::text, guild_id text not null, key text not null,
+      value jsonb not null default 'null'::jsonb, scopes text[] not null default '{}'::text[],
+      created_at timestamptz not null default now(), last_updated_at timestamptz not null default now(),
+      expires_at timestamptz, resume boolean not null default false, expiry_event_call_attempts integer not null default 0,
+      constraint kv_unique_entry unique (guild_id, key, scopes));
+    insert into guild_templates_kv (id, guild_id, key, value) values ('a', 'g', 'k1', '{"n": 1}'), ('b', 'g', 'k2', '[true, "x"]');`)
+  const app = await sql.reserve()
+  await app`begin`
+  await app`lock table guild_templates_kv in share mode`
+  return app
+}
+
+const migrateWaitingOnLock = (sql: postgres.Sql) => async () => {
+  const [{waiting}] = await sql`select count(*)::int as waiting from pg_stat_activity where application_name = 'tw-db' and wait_event_type = 'Lock'`
+  return waiting === 1
+}
+
+async function assertConvertedOnce(sql: postgres.Sql): Promise<void> {
+  const rows = await sql`select id, value::text as value from tenant_kv order by id`
+  assert.deepEqual(rows.map((r) => ({...r})), [
+    {id: 'a', value: '{"Map": [[{"Text": "n"}, {"Integer": 1}]]}'},
+    {id: 'b', value: '{"List": [{"Boolean": true}, {"Text": "x"}]}'},
+  ])
+}
+
+for (const major of testMajors()) {
+  describe(`faults during migrate on PostgreSQL ${major}`, () => {
+    it('kill -9 while a migration waits on a lock: nothing half-done, and a re-run converts v1 data exactly once', async () => {
+      const db = await servers.get(major)!.createDatabase()
+      const app = await legacyDatabaseLockedByApp(db.sql)
+      try {
+        const child = spawnCli(['migrate', '--database-url', db.url])
+        const run = collect(child)
+        await waitUntil(migrateWaitingOnLock(db.sql))
+        child.kill('SIGKILL')
+        assert.equal((await run).signal, 'SIGKILL')
+        await app`rollback`
+      } finally {
+        app.release()
+      }
+      // The orphaned backend notices its client is gone and rolls back; wait for it to leave.
+      await waitUntil(async () => (await db.sql`select count(*)::int as n from pg_stat_activity where application_name = 'tw-db'`)[0].n === 0)
+      assert.deepEqual(await ledgerRows(db.sql), [])
+      assert.equal(await tableExists(db.sql, 'tenant_kv'), false)
+      const [{value}] = await db.sql`select value::text from guild_templates_kv where id = 'a'`
+      assert.equal(value, '{"n": 1}', 'the v1 value is untouched')
+
+      const again = await runCli(['migrate', '--database-url', db.url])
+      assert.equal(again.code, 0, again.stderr)
+      await assertConvertedOnce(db.sql)
+      assert.equal((await ledgerRows(db.sql)).length, 5)
+    })
+
+    it('a backend terminated with pg_terminate_backend mid-migration: exit 1, one clear line, consistent state', async () => {
+      const db = await servers.get(major)!.createDatabase()
+      const app = await legacyDatabaseLockedByApp(db.sql)
+      let result
+      try {
+        const run = collect(spawnCli(['migrate', '--database-url', db.url, '--json']))
+        await waitUntil(migrateWaitingOnLock(db.sql))
+        await db.sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tw-db'`
+        result = await run
+        await app`rollback`
+      } finally {
+        app.release()
+      }
+      assert.equal(result.code, 1)
+      const {error} = parseJson(result)
+      assert.equal(error.code, 'E_CONNECTION_LOST')
+      assert.match(error.message, /^lost the connection to the server while applying khronosvalue_v2/)
+      assert.match(error.hint, /not committed/)
+      assert.deepEqual(await ledgerRows(db.sql), [])
+      assert.equal(await tableExists(db.sql, 'tenant_kv'), false)
+      const again = await runCli(['migrate', '--database-url', db.url])
+      assert.equal(again.code, 0, again.stderr)
+      await assertConvertedOnce(db.sql)
+    })
+
+    it('the server stopping mid-run: exit 1 with a lost-connection error', async () => {
+      const server = await startServer(major)
+      try {
+        const db = await server.createDatabase()
+        const app = await legacyDatabaseLockedByApp(db.sql)
+        const run = collect(spawnCli(['migrate', '--database-url', db.url]))
+        await waitUntil(migrateWaitingOnLock(db.sql))
+        app.release()
+        await server.stop()
+        const result = await run
+        assert.equal(result.code, 1)
+        // Which migration the stop hits depends on timing; the error must name it and say it was lost.
+        assert.match(result.stderr, /^Error: lost the connection to the server while applying \w+/m)
+        assert.match(result.stderr, /^Hint: It was not committed/m)
+      } finally {
+        await server.stop().catch(() => undefined)
+      }
+    })
+
+    it('8 simultaneous runs: each migration applied exactly once, every run exits 0', async () => {
+      const db = await servers.get(major)!.createDatabase()
+      const runs = await Promise.all(Array.from({length: 8}, () => collect(spawnCli(['migrate', '--database-url', db.url, '--json']))))
+      for (const run of runs) assert.equal(run.code, 0, run.stderr)
+      const applied = runs.flatMap((run) => parseJson(run).applied.map((a: {id: string}) => a.id))
+      assert.equal(applied.length, 5)
+      assert.equal(new Set(applied).size, 5)
+      assert.equal((await ledgerRows(db.sql)).length, 5)
+    })
+  })
+}
