@@ -75,7 +75,12 @@ export abstract class BaseCommand extends Command {
     if (mapped instanceof TwDbError) return mapped
     if (error instanceof Errors.CLIError) {
       // oclif's own parse errors: unknown flag, missing value, bad option.
-      const message = error.message.split('\n')[0]
+      // oclif puts the reason on the following lines ("Parsing --workers\n\tExpected an integer…").
+      const message = error.message
+        .split('\n')
+        .map((line) => line.trim())
+        .filter((line) => line && !line.startsWith('See more help'))
+        .join(': ')
       return new TwDbError('E_USAGE', message, {exit: EXIT.USAGE, hint: `See tw-db ${this.id ?? ''} --help.`.replace('  ', ' ')})
     }
     if (isPgError(error)) {

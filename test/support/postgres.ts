@@ -58,7 +58,7 @@ process.on('exit', () => {
   for (const dir of dataDirs) rmSync(dir, {recursive: true, force: true})
 })
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer()
     server.once('error', reject)
@@ -97,10 +97,17 @@ async function binaries(major: number): Promise<{initdb: string; postgres: strin
 export interface ServerOptions {
   /** Start the fresh cluster as a hot standby (standby.signal, no primary): read-only, in recovery. */
   standby?: boolean
+  /** Listen on this port instead of a random free one (e.g. one a client is already retrying). */
+  port?: number
+  /** Extra server settings, passed as `-c name=value` after the harness's own (so they win). */
+  settings?: Record<string, string>
+  /** Turn TLS on with a fresh self-signed certificate for CN=localhost (needs the openssl command). */
+  ssl?: boolean
 }
 
 export async function startServer(major: number, options: ServerOptions = {}): Promise<TestServer> {
-  if (process.env.TEST_DATABASE_URL && !options.standby) return externalServer(major, process.env.TEST_DATABASE_URL)
+  const customised = options.standby || options.port !== undefined || options.settings !== undefined || options.ssl
+  if (process.env.TEST_DATABASE_URL && !customised) return externalServer(major, process.env.TEST_DATABASE_URL)
   const bin = await binaries(major)
   const account = serverAccount()
   const root = mkdtempSync(path.join(tmpdir(), `tw-db-pg${major}-`))
@@ -121,11 +128,22 @@ export async function startServer(major: number, options: ServerOptions = {}): P
   )
   appendFileSync(path.join(dataDir, 'postgresql.conf'), "\npassword_encryption = 'scram-sha-256'\n")
   if (options.standby) writeFileSync(path.join(dataDir, 'standby.signal'), '')
+  if (options.ssl) {
+    // server.crt / server.key in the data directory are PostgreSQL's default ssl_cert_file / ssl_key_file.
+    const cert = spawnSync(
+      'openssl',
+      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-keyout', 'server.key', '-out', 'server.crt'],
+      {...account, cwd: dataDir, encoding: 'utf8'},
+    )
+    if (cert.status !== 0) throw new Error(`openssl could not make a test certificate: ${cert.stderr ?? cert.error}`)
+    chmodSync(path.join(dataDir, 'server.key'), 0o600)
+  }
 
-  const port = await freePort()
+  const port = options.port ?? (await freePort())
+  const extraSettings = Object.entries(options.settings ?? {}).flatMap(([name, value]) => ['-c', `${name}=${value}`])
   const child = spawn(
     bin.postgres,
-    ['-D', dataDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-k', root, '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'],
+    ['-D', dataDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-k', root, '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200', ...(options.ssl ? ['-c', 'ssl=on'] : []), ...extraSettings],
     {...account, stdio: ['ignore', 'ignore', 'pipe']},
   )
   running.add(child)
