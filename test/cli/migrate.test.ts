@@ -97,6 +97,26 @@ for (const major of testMajors()) {
       assert.equal(kv.owner_type, 'guild')
     })
 
+    it(major >= 13
+      ? 'migrates as a non-superuser owner: uuid-ossp is a trusted extension from PostgreSQL 13'
+      : 'fails clearly as a non-superuser before PostgreSQL 13, where only a superuser may create uuid-ossp', async () => {
+      const db = await freshDb()
+      const result = await runCli(['migrate', '--database-url', db.passwordUrl])
+      if (major >= 13) {
+        assert.equal(result.code, 0, result.stderr)
+        assert.equal((await ledgerRows(db.sql)).length, 5)
+      } else {
+        assert.equal(result.code, 1)
+        assert.match(result.stderr, /^Error: migration khronosvalue_v2 failed at 0001_khronosvalue_v2\.sql: permission denied to create extension "uuid-ossp" \(SQLSTATE 42501\)/m)
+        assert.match(result.stderr, /Must be superuser to create this extension/)
+        assert.equal(await tableExists(db.sql, 'guild_templates_kv'), false)
+        // The documented fix: a superuser installs the extension once, then the owner migrates.
+        await db.sql`create extension "uuid-ossp"`
+        const again = await runCli(['migrate', '--database-url', db.passwordUrl])
+        assert.equal(again.code, 0, again.stderr)
+      }
+    })
+
     it('applies nothing on a second run and says the database is up to date', async () => {
       const db = await freshDb()
       assert.equal((await runCli(['migrate', '--database-url', db.url])).code, 0)
