@@ -53,10 +53,18 @@ export interface TestServer {
 
 const running = new Set<ChildProcess>()
 const dataDirs = new Set<string>()
-process.on('exit', () => {
+function stopEverything(): void {
   for (const child of running) child.kill('SIGQUIT')
   for (const dir of dataDirs) rmSync(dir, {recursive: true, force: true})
-})
+}
+process.on('exit', stopEverything)
+// A test file killed by the runner (timeout, Ctrl-C) must not leave servers behind.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    stopEverything()
+    process.exit(128 + (signal === 'SIGINT' ? 2 : 15))
+  })
+}
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
