@@ -8,31 +8,16 @@ import {describe, it} from 'node:test'
 
 import type postgres from 'postgres'
 
-import {collect, parseJson, runCli, spawnCli} from '../support/cli.js'
+import {collect, parseJson, runCli, spawnCli, waitUntil} from '../support/cli.js'
 import {startServer, testMajors, useServers} from '../support/postgres.js'
-import {ledgerRows, tableExists} from '../support/schema.js'
+import {createLegacyTable, ledgerRows, tableExists} from '../support/schema.js'
 
 const servers = useServers()
 
-async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
-
 /** A legacy database with v1 values, and an application session holding its table locked. */
 async function legacyDatabaseLockedByApp(sql: postgres.Sql): Promise<postgres.ReservedSql> {
-  await sql.unsafe(`
-    create extension if not exists "uuid-ossp";
-    create table guild_templates_kv (
-      id text primary key default uuid_generate_v4()::text, guild_id text not null, key text not null,
-      value jsonb not null default 'null'::jsonb, scopes text[] not null default '{}'::text[],
-      created_at timestamptz not null default now(), last_updated_at timestamptz not null default now(),
-      expires_at timestamptz, resume boolean not null default false, expiry_event_call_attempts integer not null default 0,
-      constraint kv_unique_entry unique (guild_id, key, scopes));
-    insert into guild_templates_kv (id, guild_id, key, value) values ('a', 'g', 'k1', '{"n": 1}'), ('b', 'g', 'k2', '[true, "x"]');`)
+  await createLegacyTable(sql)
+  await sql`insert into guild_templates_kv (id, guild_id, key, value) values ('a', 'g', 'k1', '{"n": 1}'), ('b', 'g', 'k2', '[true, "x"]')`
   const app = await sql.reserve()
   await app`begin`
   await app`lock table guild_templates_kv in share mode`

@@ -1,32 +1,11 @@
 import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
 
-import type postgres from 'postgres'
-
 import {runCli} from '../support/cli.js'
 import {testMajors, useServers} from '../support/postgres.js'
-import {ledgerRows, tableExists} from '../support/schema.js'
+import {createLegacyTable, ledgerRows, tableExists} from '../support/schema.js'
 
 const servers = useServers()
-
-/** The legacy table exactly as SPEC.md section 4 gives it (what old Template Worker databases hold). */
-async function createLegacyTable(sql: postgres.Sql): Promise<void> {
-  await sql.unsafe(`
-    create extension if not exists "uuid-ossp";
-    create table guild_templates_kv (
-      id text primary key default uuid_generate_v4()::text,
-      guild_id text not null,
-      key text not null,
-      value jsonb not null default 'null'::jsonb,
-      scopes text[] not null default '{}'::text[],
-      created_at timestamptz not null default now(),
-      last_updated_at timestamptz not null default now(),
-      expires_at timestamptz,
-      resume boolean not null default false,
-      expiry_event_call_attempts integer not null default 0,
-      constraint kv_unique_entry unique (guild_id, key, scopes)
-    );`)
-}
 
 /** [row id, v1 JSON, expected v2 JSON] for every rule of the conversion table. */
 const CASES: Array<[string, string, string]> = [

@@ -4,20 +4,12 @@ import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 
-import {FIXTURES, collect, parseJson, runCli, spawnCli} from '../support/cli.js'
+import {FIXTURES, collect, parseJson, runCli, spawnCli, waitUntil} from '../support/cli.js'
 import {useServers, testMajors, type TestDatabase} from '../support/postgres.js'
 import {columnsOf, ledgerRows, tableExists} from '../support/schema.js'
 
 const BUNDLED_IDS = ['khronosvalue_v2', 'kv_generic', 'tenantstate', 'cleanup_v8', 'drop_tenant_kv_expires_at']
 const servers = useServers()
-
-async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
 
 function copyFixture(name: string): string {
   const dir = mkdtempSync(path.join(tmpdir(), `tw-db-${name}-`))

@@ -67,3 +67,12 @@ export function parseJson<T = any>(result: CliResult): T {
     throw new Error(`stdout is not one JSON document:\n${result.stdout}\nstderr:\n${result.stderr}`)
   }
 }
+
+/** Polls `condition` every 100 ms until it holds; fails after `timeoutMs`. Use instead of fixed sleeps. */
+export async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time')
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}

@@ -36,3 +36,22 @@ export async function ledgerRows(sql: postgres.Sql): Promise<LedgerRow[]> {
   const rows = await sql`select to_jsonb(m) as row from _migrations_applied m order by applied_at, id`
   return rows.map(({row}) => ({id: row.id, checksum: row.checksum ?? null, duration_ms: row.duration_ms ?? null, applied_by: row.applied_by ?? null}))
 }
+
+/** The legacy table exactly as SPEC.md section 4 gives it (what old Template Worker databases hold). */
+export async function createLegacyTable(sql: postgres.Sql): Promise<void> {
+  await sql.unsafe(`
+    create extension if not exists "uuid-ossp";
+    create table guild_templates_kv (
+      id text primary key default uuid_generate_v4()::text,
+      guild_id text not null,
+      key text not null,
+      value jsonb not null default 'null'::jsonb,
+      scopes text[] not null default '{}'::text[],
+      created_at timestamptz not null default now(),
+      last_updated_at timestamptz not null default now(),
+      expires_at timestamptz,
+      resume boolean not null default false,
+      expiry_event_call_attempts integer not null default 0,
+      constraint kv_unique_entry unique (guild_id, key, scopes)
+    );`)
+}
