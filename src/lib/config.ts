@@ -88,10 +88,6 @@ interface ConfigFile {
   twDbOnly: boolean
 }
 
-export function isTruthyEnv(value: string | undefined): boolean {
-  return value !== undefined && !['', '0', 'false', 'no', 'off'].includes(value.trim().toLowerCase())
-}
-
 /**
  * Resolves the configuration (SPEC.md section 2): flags, then environment,
  * then the config file, then libpq variables. Every problem found is reported
