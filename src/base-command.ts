@@ -1,7 +1,7 @@
 import {Command, Errors, Flags} from '@oclif/core'
 
 import {loadConfig, type Config, type ConfigOverrides} from './lib/config.js'
-import {closePool, createPool, type Sql} from './lib/connection.js'
+import {closePool, openPool, type Sql} from './lib/connection.js'
 import {EXIT, TwDbError, fromPgError, isPgError} from './lib/errors.js'
 import {errorLines, warn, writeErr} from './lib/output.js'
 import {redact} from './lib/redact.js'
@@ -40,12 +40,13 @@ export abstract class BaseCommand extends Command {
       maxConnections: flags['max-connections'],
     })
     for (const warning of config.warnings) warn(warning)
+    for (const notice of config.notices) writeErr(notice)
     this.connectionDisplay = config.connection.display
     return config
   }
 
-  protected connect(config: Config, options: {max?: number} = {}): Sql {
-    const sql = createPool(config.connection, {
+  protected async connect(config: Config, options: {max?: number} = {}): Promise<Sql> {
+    const sql = await openPool(config.connection, {
       ...options,
       onNotice: (notice) => writeErr(`${notice.severity}: ${notice.message}`),
     })

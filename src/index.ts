@@ -4,7 +4,7 @@
  * are thrown as TwDbError (with `code`, `exit` and `hint`).
  */
 import {loadConfig, type ConfigOverrides} from './lib/config.js'
-import {closePool, createPool, withConnectionErrors, type Notice} from './lib/connection.js'
+import {closePool, openPool, withConnectionErrors, type Notice} from './lib/connection.js'
 import * as migrator from './lib/migrator.js'
 import {loadRegistry} from './lib/registry.js'
 import {APPLIED_BY} from './lib/version.js'
@@ -36,7 +36,7 @@ export interface MigrateOptions extends ConnectOptions {
 export async function migrate(options: MigrateOptions = {}): Promise<migrator.MigrateResult> {
   const config = await loadConfig(options, options.env, options.cwd)
   const migrations = await loadRegistry(options.migrationsDir)
-  const sql = createPool(config.connection, {max: 1, onNotice: options.onNotice})
+  const sql = await openPool(config.connection, {max: 1, onNotice: options.onNotice})
   try {
     return await withConnectionErrors(config.connection, () =>
       migrator.migrate(sql, {
@@ -59,7 +59,7 @@ export async function migrate(options: MigrateOptions = {}): Promise<migrator.Mi
 export async function status(options: ConnectOptions = {}): Promise<migrator.StatusReport & {upToDate: boolean}> {
   const config = await loadConfig(options, options.env, options.cwd)
   const migrations = await loadRegistry(options.migrationsDir)
-  const sql = createPool(config.connection, {max: 1, onNotice: options.onNotice})
+  const sql = await openPool(config.connection, {max: 1, onNotice: options.onNotice})
   try {
     const report = await withConnectionErrors(config.connection, () => migrator.readStatus(sql, migrations))
     return {...report, upToDate: migrator.isUpToDate(report)}

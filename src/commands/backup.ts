@@ -32,7 +32,7 @@ export default class Backup extends BaseCommand {
       throw usageError('--json needs --output: without it the backup itself goes to stdout')
     }
     const config = await this.resolveConfig(flags)
-    const sql = this.connect(config, {max: 1})
+    const sql = await this.connect(config, {max: 1})
     const controller = new AbortController()
     const abort = () => controller.abort()
     process.once('SIGINT', abort).once('SIGTERM', abort)

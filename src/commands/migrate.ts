@@ -29,7 +29,7 @@ export default class Migrate extends BaseCommand {
     const config = await this.resolveConfig(flags, {lockTimeout: flags['lock-timeout']})
     const migrations = await loadRegistry(flags['migrations-dir'])
     // The migrator works on one reserved session: the advisory lock and every transaction share it.
-    const sql = this.connect(config, {max: 1})
+    const sql = await this.connect(config, {max: 1})
     const json = this.jsonEnabled()
     // Ctrl-C cancels the running statement so its transaction rolls back and the lock is released;
     // a second Ctrl-C falls through to Node's default and ends the process at once.

@@ -40,7 +40,7 @@ export default class Reset extends BaseCommand {
     const {database, display} = config.connection
     if (!flags.force) await this.confirm(database, display)
 
-    const sql = this.connect(config, {max: 1})
+    const sql = await this.connect(config, {max: 1})
     let backupResult: BackupResult | null = null
     if (flags.backup) {
       try {

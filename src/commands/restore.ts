@@ -27,7 +27,7 @@ export default class Restore extends BaseCommand {
       throw usageError('nothing to restore: give a FILE, or pipe a dump into stdin (tw-db restore < dump.sql)')
     }
     const config = await this.resolveConfig(flags)
-    const sql = this.connect(config, {max: 1})
+    const sql = await this.connect(config, {max: 1})
     const result = await restore(sql, config.connection, {source: args.file, clean: flags.clean, force: flags.force, pgBinDir: config.tools.pgBinDir})
     writeErr(`Restored ${result.format} backup from ${result.source} into ${config.connection.display} in ${formatDuration(result.durationMs)}`)
     const status = await readStatus(sql, await loadRegistry())

@@ -20,7 +20,7 @@ export default class Status extends BaseCommand {
     const {flags} = await this.parse(Status)
     const config = await this.resolveConfig(flags)
     const migrations = await loadRegistry(flags['migrations-dir'])
-    const sql = this.connect(config, {max: 1})
+    const sql = await this.connect(config, {max: 1})
     const report = await readStatus(sql, migrations)
     if (!this.jsonEnabled()) writeOut(await renderStatus(report))
     if (flags.check && !isUpToDate(report)) {

@@ -56,11 +56,29 @@ export async function backup(sql: Sql, connection: ConnectionConfig, options: Ba
   if (options.format === 'directory' && !options.output) {
     throw usageError('the directory format needs --output DIR', 'Pass -o backup.dir, or use -F plain/custom/tar to stream.')
   }
+  if (connection.embedded && (options.format !== 'plain' || options.compress !== undefined)) {
+    throw usageError(
+      "the embedded database's pg_dump writes uncompressed plain SQL only",
+      'Drop -F/-Z; compress the output yourself if needed: tw-db backup | gzip > dump.sql.gz.',
+    )
+  }
   const server = await serverVersion(sql)
   const ledger = (await readLedger(sql)) ?? []
   const lastMigration = ledger.sort((a, b) => (a.appliedAt?.getTime() ?? 0) - (b.appliedAt?.getTime() ?? 0)).at(-1)?.id ?? null
-  const pgDump = await pickTool('pg_dump', server.major, server.version, options.pgBinDir)
   const started = performance.now()
+  if (connection.embedded) {
+    const {bytes, pgDumpVersion} = await dumpEmbedded(connection.embedded.dataDir, args, options)
+    return {
+      format: options.format,
+      output: options.output ?? null,
+      bytes,
+      durationMs: Math.round(performance.now() - started),
+      lastMigration,
+      serverVersion: server.version,
+      pgDump: {path: '@electric-sql/pglite-tools', version: pgDumpVersion},
+    }
+  }
+  const pgDump = await pickTool('pg_dump', server.major, server.version, options.pgBinDir)
 
   const bytes = options.output
     ? await dumpToPath(pgDump, args, connection, options.output, options)
@@ -93,7 +111,7 @@ async function dumpToStdout(pgDump: PgTool, args: string[], connection: Connecti
 
 async function dumpToPath(pgDump: PgTool, args: string[], connection: ConnectionConfig, output: string, options: BackupOptions): Promise<number> {
   const target = path.resolve(output)
-  const temp = path.join(path.dirname(target), `.${path.basename(target)}.tw-db-${process.pid}.partial`)
+  const temp = partialPath(target)
   if (options.format === 'directory') {
     const existing = await stat(target).catch(() => undefined)
     if (existing) throw usageError(`${output} already exists`, 'The directory format needs a path that does not exist yet.')
@@ -110,6 +128,22 @@ async function dumpToPath(pgDump: PgTool, args: string[], connection: Connection
     }
   }
 
+  return writeFileAtomically(output, async (file) => {
+    // pg_dump writes into the file itself: nothing is copied through Node; progress reads the file's size.
+    const child = spawnTool(pgDump, args, connection, ['ignore', file.fd, 'pipe'])
+    const exit = await runWatched(child, options, () => file.stat().then((info) => info.size))
+    if (exit.code !== 0) throw dumpFailed(pgDump, exit, options)
+  })
+}
+
+/**
+ * Creates FILE only once `write` has filled a private temporary file beside
+ * it (mode 0600), fsynced; on any failure the temporary file is removed and
+ * FILE is untouched. Returns the size written.
+ */
+async function writeFileAtomically(output: string, write: (file: FileHandle) => Promise<void>): Promise<number> {
+  const target = path.resolve(output)
+  const temp = partialPath(target)
   let file: FileHandle | undefined
   try {
     file = await open(temp, 'wx', 0o600)
@@ -120,10 +154,7 @@ async function dumpToPath(pgDump: PgTool, args: string[], connection: Connection
     })
   }
   try {
-    // pg_dump writes into the file itself: nothing is copied through Node; progress reads the file's size.
-    const child = spawnTool(pgDump, args, connection, ['ignore', file.fd, 'pipe'])
-    const exit = await runWatched(child, options, () => file!.stat().then((info) => info.size))
-    if (exit.code !== 0) throw dumpFailed(pgDump, exit, options)
+    await write(file)
     await file.sync()
     await file.close()
     file = undefined
@@ -135,6 +166,37 @@ async function dumpToPath(pgDump: PgTool, args: string[], connection: Connection
     await rm(temp, {force: true})
     throw error
   }
+}
+
+function partialPath(target: string): string {
+  return path.join(path.dirname(target), `.${path.basename(target)}.tw-db-${process.pid}.partial`)
+}
+
+/**
+ * The embedded database is dumped by pglite-tools' pg_dump (WebAssembly, in
+ * this process), which needs no PostgreSQL client but writes plain SQL only
+ * and hands the whole dump back at once: fine for the small databases PGlite holds.
+ */
+async function dumpEmbedded(dataDir: string, args: string[], options: BackupOptions): Promise<{bytes: number; pgDumpVersion: string}> {
+  const [{runningEmbedded}, {pgDump}] = await Promise.all([import('./embedded.js'), import('@electric-sql/pglite-tools/pg_dump')])
+  const {pglite} = await runningEmbedded(dataDir)
+  let dump: Buffer
+  try {
+    dump = Buffer.from(await (await pgDump({pg: pglite, args})).arrayBuffer())
+  } catch (error) {
+    throw new TwDbError('E_BACKUP_FAILED', `backup failed: pg_dump (pglite-tools) ${(error as Error).message.split('\n')[0]}`, {
+      hint: options.output ? `Nothing was written to ${options.output}.` : 'Nothing was written to stdout.',
+    })
+  }
+  const pgDumpVersion = /^-- Dumped by pg_dump version (.+)$/m.exec(dump.subarray(0, 4096).toString('utf8'))?.[1] ?? 'unknown'
+  if (!options.output) {
+    await new Promise<void>((resolve, reject) => process.stdout.write(dump, (error) => (error ? reject(error) : resolve())))
+    return {bytes: dump.length, pgDumpVersion}
+  }
+  const bytes = await writeFileAtomically(options.output, async (file) => {
+    await file.writeFile(dump)
+  })
+  return {bytes, pgDumpVersion}
 }
 
 /** Waits for pg_dump, reporting progress and honouring the abort signal. */

@@ -9,7 +9,10 @@ export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 
 export type SslMode = (typeof SSL_MODES)[number]
 
 /** Where the database settings came from, shown by check-connection and in errors. */
-export type ConfigSource = 'flag' | 'env' | 'file' | 'libpq'
+export type ConfigSource = 'flag' | 'env' | 'file' | 'libpq' | 'default'
+
+/** Where the embedded database keeps its data when nothing else is configured (SPEC.md section 7). */
+export const DEFAULT_EMBEDDED_DIR = path.join('.tw-db', 'pglite')
 
 export interface ConnectionConfig {
   readonly host: string
@@ -28,6 +31,8 @@ export interface ConnectionConfig {
   readonly sourceDetail: string
   /** The redacted URL: the only form in which a connection is ever shown. */
   readonly display: string
+  /** Set for the embedded database (`pglite:` URLs); host and port are then known only once it runs. */
+  readonly embedded?: {readonly dataDir: string}
 }
 
 export interface Config {
@@ -36,6 +41,8 @@ export interface Config {
   readonly tools: {readonly pgBinDir?: string}
   readonly file?: string
   readonly warnings: readonly string[]
+  /** Informational lines for stderr, such as which database was chosen by default. */
+  readonly notices: readonly string[]
 }
 
 /** What the command line may override. */
@@ -147,7 +154,15 @@ export async function loadConfig(overrides: ConfigOverrides = {}, env: Env = pro
       'Fix the values above; config.yaml.example lists every key with its type.',
     )
   }
-  if (!connection) throw noDatabaseConfigured()
+  const notices: string[] = []
+  if (!connection) {
+    if (isTruthy(env.CI)) throw noDatabaseConfigured()
+    connection = embeddedConnection(DEFAULT_EMBEDDED_DIR, 'default', 'nothing configured')
+    notices.push(
+      `Using the embedded database in ${DEFAULT_EMBEDDED_DIR} (no server configured). ` +
+        'To use a server, pass --database-url postgres://USER@HOST:5432/DB or set DATABASE_URL.',
+    )
+  }
 
   return Object.freeze({
     connection: Object.freeze(connection),
@@ -155,14 +170,20 @@ export async function loadConfig(overrides: ConfigOverrides = {}, env: Env = pro
     tools: Object.freeze({pgBinDir: fileValues.pgBinDir ?? env.PG_BIN_DIR}),
     file: file?.filepath,
     warnings: Object.freeze(warnings),
+    notices: Object.freeze(notices),
   })
 }
 
 function noDatabaseConfigured(): TwDbError {
-  return new TwDbError('E_NO_DATABASE', 'no database configured', {
+  return new TwDbError('E_NO_DATABASE', 'no database configured (CI is set, so the embedded database is not used)', {
     exit: EXIT.USAGE,
-    hint: 'Pass --database-url postgres://user:password@host:5432/db, set DATABASE_URL, put meta.postgres_url (or database.url) in config.yaml, or set PGHOST/PGDATABASE.',
+    hint: 'Pass --database-url postgres://user:password@host:5432/db, set DATABASE_URL, put meta.postgres_url (or database.url) in config.yaml, set PGHOST/PGDATABASE, or ask for the embedded database with --database-url pglite:.',
   })
+}
+
+/** How CI systems say "true": any value but empty, 0, false, no or off. */
+function isTruthy(value: string | undefined): boolean {
+  return value !== undefined && !['', '0', 'false', 'no', 'off'].includes(value.trim().toLowerCase())
 }
 
 // ---------------------------------------------------------------- the file
@@ -430,9 +451,13 @@ function decodeLenient(text: string): string {
  * `%` or `#` still work whether or not the user percent-encoded them.
  */
 export function connectionFromUrl(url: string, defaults: ConnectionDefaults, env: Env = {}): ConnectionConfig {
+  const embedded = /^pglite:(?:\/\/)?/i.exec(url)
+  if (embedded) return embeddedConnection(url.slice(embedded[0].length) || DEFAULT_EMBEDDED_DIR, defaults.source, defaults.sourceDetail)
   const scheme = /^(postgres|postgresql):\/\//i.exec(url)
   if (!scheme) {
-    throw new Error(`not a PostgreSQL URL (expected postgres://user:password@host:5432/database, got "${url.split(':')[0]}:…")`)
+    throw new Error(
+      `not a PostgreSQL URL (expected postgres://user:password@host:5432/database or pglite:PATH, got "${url.split(':')[0]}:…")`,
+    )
   }
   let rest = url.slice(scheme[0].length)
 
@@ -500,6 +525,23 @@ export function connectionFromUrl(url: string, defaults: ConnectionDefaults, env
     source: defaults.source,
     sourceDetail: defaults.sourceDetail,
   })
+}
+
+/** `pglite:` or `pglite:PATH`: the embedded database, one connection, no password, no TLS. */
+function embeddedConnection(dataDir: string, source: ConfigSource, sourceDetail: string): ConnectionConfig {
+  return {
+    host: '127.0.0.1',
+    port: 0,
+    user: 'postgres',
+    database: 'postgres',
+    ssl: 'disable',
+    connectTimeout: DEFAULTS.connectTimeout,
+    maxConnections: 1,
+    source,
+    sourceDetail,
+    display: `pglite:${dataDir}`,
+    embedded: {dataDir},
+  }
 }
 
 function connectionFromLibpqEnv(env: Env, defaults: Omit<ConnectionDefaults, 'source' | 'sourceDetail'>): ConnectionConfig {

@@ -22,8 +22,30 @@ export interface PoolOptions {
   max?: number
 }
 
-/** The only place a postgres.js pool is created. */
-export function createPool(connection: ConnectionConfig, options: PoolOptions = {}): Sql {
+/** Pools on the embedded database, and the data directory each one keeps running. */
+const embeddedPools = new WeakMap<Sql, string>()
+
+/**
+ * Opens a pool on the configured database. For the embedded database this
+ * first starts it (loading PGlite only then) and points the pool at it.
+ */
+export async function openPool(connection: ConnectionConfig, options: PoolOptions = {}): Promise<Sql> {
+  if (!connection.embedded) return createPool(connection, options)
+  const {dataDir} = connection.embedded
+  const {acquireEmbedded, releaseEmbedded} = await import('./embedded.js')
+  const embedded = await acquireEmbedded(dataDir)
+  try {
+    const sql = createPool({...connection, host: embedded.host, port: embedded.port}, {...options, max: 1})
+    embeddedPools.set(sql, dataDir)
+    return sql
+  } catch (error) {
+    await releaseEmbedded(dataDir)
+    throw error
+  }
+}
+
+/** The only place a postgres.js pool is created. Commands use `openPool`; check-connection needs a server's socket as configured. */
+export function createPool(connection: ConnectionConfig, options: PoolOptions): Sql {
   return postgres({
     host: connection.socketPath ?? connection.host,
     port: connection.port,
@@ -86,9 +108,14 @@ export async function withConnectionErrors<T>(connection: ConnectionConfig, fn: 
   }
 }
 
-/** Closes the pool without waiting forever on a connection stuck in a query. */
+/** Closes the pool without waiting forever on a connection stuck in a query; stops an embedded database it started. */
 export async function closePool(sql: Sql): Promise<void> {
   await sql.end({timeout: 5}).catch(() => undefined)
+  const dataDir = embeddedPools.get(sql)
+  if (dataDir === undefined) return
+  embeddedPools.delete(sql)
+  const {releaseEmbedded} = await import('./embedded.js')
+  await releaseEmbedded(dataDir)
 }
 
 export interface ServerVersion {

@@ -29,14 +29,15 @@ export type StepName =
   | 'pool-sizing'
   | 'settings'
 
-export type StepStatus = 'pass' | 'warn' | 'fail' | 'skipped'
+/** `skipped`: not run because a step it needs failed; `n/a`: does not apply (the embedded database has no DNS, TLS or pooler). */
+export type StepStatus = 'pass' | 'warn' | 'fail' | 'skipped' | 'n/a'
 
 export interface StepResult {
   name: StepName
   /** What a person reads, e.g. "TCP connect". */
   title: string
   status: StepStatus
-  /** true for pass and warn, false for fail, null when the step did not run. */
+  /** true for pass and warn, false for fail, null when the step did not run or does not apply. */
   ok: boolean | null
   /** null when the step did not run. */
   ms: number | null
@@ -112,7 +113,7 @@ export function titleOf(name: StepName): string {
 }
 
 export function isReportOk(steps: ReadonlyArray<Pick<StepResult, 'status'>>): boolean {
-  return steps.every((step) => step.status === 'pass' || step.status === 'warn')
+  return steps.every((step) => step.status !== 'fail' && step.status !== 'skipped')
 }
 
 /** The first failing step: the one to name in a summary or a --wait attempt line. */
@@ -287,6 +288,8 @@ export function configPlace(connection: Pick<ConnectionConfig, 'source' | 'sourc
       return {text: connection.sourceDetail}
     case 'libpq':
       return {text: 'PGHOST/PGPORT/PGUSER/PGDATABASE'}
+    case 'default':
+      return {text: 'the default (nothing configured: the embedded database)'}
   }
 }
 
@@ -375,6 +378,8 @@ export interface FailedAttempt {
 
 interface Context {
   connection: ConnectionConfig
+  /** Checking the embedded database: the network and pooler steps do not apply. */
+  embedded: boolean
   where: ConfigPlace
   workers: number
   timeoutMs: number
@@ -421,8 +426,10 @@ export async function diagnoseConnection(config: Config, options: WaitOptions = 
 export async function diagnoseOnce(config: Config, options: DiagnoseOptions = {}, budgetMs?: number): Promise<DiagnosisReport> {
   const connectTimeoutMs = config.connection.connectTimeout * 1000
   const timeoutMs = budgetMs === undefined ? connectTimeoutMs : Math.min(connectTimeoutMs, budgetMs)
+  const embedded = config.connection.embedded
   const ctx: Context = {
     connection: config.connection,
+    embedded: embedded !== undefined,
     where: configPlace(config.connection),
     workers: options.workers ?? 1,
     timeoutMs,
@@ -430,11 +437,16 @@ export async function diagnoseOnce(config: Config, options: DiagnoseOptions = {}
     server: {version: null, versionNum: null},
   }
   const steps: StepResult[] = []
+  const stopEmbedded = embedded ? await useEmbedded(ctx, embedded.dataDir) : undefined
   try {
     for (const definition of STEPS) {
       const blocker = blockingStep(definition.name, steps)
       if (blocker) {
         steps.push(notRun(definition, blocker))
+        continue
+      }
+      if (ctx.embedded && NOT_EMBEDDED.has(definition.name)) {
+        steps.push(notApplicable(definition))
         continue
       }
       const started = performance.now()
@@ -458,6 +470,7 @@ export async function diagnoseOnce(config: Config, options: DiagnoseOptions = {}
     ctx.socket?.destroy()
     ctx.reserved?.release()
     if (ctx.sql) await closePool(ctx.sql)
+    await stopEmbedded?.()
   }
   return {ok: isReportOk(steps), steps, server: ctx.server}
 }
@@ -476,6 +489,21 @@ function result(definition: StepDefinition, outcome: Outcome, ms: number): StepR
 
 function notRun(definition: StepDefinition, blocker: StepName): StepResult {
   return {name: definition.name, title: definition.title, status: 'skipped', ok: null, ms: null, detail: `not run: needs ${titleOf(blocker)}`, hint: null}
+}
+
+/** Starts the embedded database and points the checks at its socket; returns what stops it. */
+async function useEmbedded(ctx: Context, dataDir: string): Promise<() => Promise<void>> {
+  const {acquireEmbedded, releaseEmbedded} = await import('./embedded.js')
+  const running = await acquireEmbedded(dataDir)
+  ctx.connection = {...ctx.connection, host: running.host, port: running.port, embedded: undefined}
+  return () => releaseEmbedded(dataDir)
+}
+
+/** Steps with nothing to check on the embedded database: it runs in this process, on 127.0.0.1, alone. */
+const NOT_EMBEDDED: ReadonlySet<StepName> = new Set(['dns', 'tls', 'pooler', 'pool-sizing'])
+
+function notApplicable(definition: StepDefinition): StepResult {
+  return {name: definition.name, title: definition.title, status: 'n/a', ok: null, ms: null, detail: 'does not apply to the embedded database', hint: null}
 }
 
 function unexpected(error: unknown): Outcome {

@@ -19,6 +19,8 @@ export type ErrorCode =
   | 'E_DATABASE'
   | 'E_DATABASE_MISSING'
   | 'E_DNS'
+  | 'E_EMBEDDED'
+  | 'E_EMBEDDED_BUSY'
   | 'E_INTERNAL'
   | 'E_INTERRUPTED'
   | 'E_LOCK_TIMEOUT'

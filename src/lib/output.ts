@@ -144,6 +144,7 @@ const STEP_MARKS: Record<DiagnosisStep['status'], string> = {
   warn: chalk.yellow('!'),
   fail: chalk.red('✘'),
   skipped: chalk.dim('-'),
+  'n/a': chalk.dim('·'),
 }
 
 /** One line per step (mark, title, time, detail), a hint line under failures and warnings, then a verdict. */
@@ -152,7 +153,7 @@ export function renderDiagnosis(report: DiagnosisReport): string {
   const lines: string[] = []
   for (const step of report.steps) {
     const time = step.ms === null ? '' : formatDuration(step.ms)
-    const detail = step.status === 'skipped' ? chalk.dim(step.detail) : step.detail
+    const detail = step.status === 'skipped' || step.status === 'n/a' ? chalk.dim(step.detail) : step.detail
     lines.push(`${STEP_MARKS[step.status]} ${step.title.padEnd(titleWidth)}  ${time.padStart(7)}  ${detail}`)
     if (step.hint) lines.push(`${' '.repeat(titleWidth + 13)}${chalk.dim('hint:')} ${step.hint}`)
   }

@@ -6,7 +6,7 @@
  * the old database in place.
  */
 import {createReadStream, createWriteStream} from 'node:fs'
-import {mkdtemp, open, rm, stat} from 'node:fs/promises'
+import {mkdtemp, open, readFile, rm, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {pipeline} from 'node:stream/promises'
@@ -14,7 +14,8 @@ import {createGunzip} from 'node:zlib'
 
 import type {ConnectionConfig} from './config.js'
 import type {Sql} from './connection.js'
-import {EXIT, TwDbError} from './errors.js'
+import {DumpScriptError, parseDumpScript} from './dump-script.js'
+import {EXIT, TwDbError, isPgError, sessionSurvives} from './errors.js'
 import {describeToolFailure, findTools, spawnTool, waitForTool, type PgTool, type PgToolName} from './pgtools.js'
 import {catalogSnapshot, resetScript, userRelationCount} from './reset.js'
 
@@ -73,7 +74,10 @@ export async function restore(sql: Sql, connection: ConnectionConfig, options: R
       }
     }
 
-    if (options.clean) {
+    if (connection.embedded) {
+      const script = input.format === 'plain' ? input.path : await archiveToScript(input, connection, work, options.pgBinDir)
+      await restoreIntoEmbedded(sql, connection.embedded.dataDir, script, options.clean)
+    } else if (options.clean) {
       const {snapshot, currentUser} = await catalogSnapshot(sql)
       const plainPath = input.format === 'plain' ? input.path : await archiveToScript(input, connection, work, options.pgBinDir)
       await runPsql(plainPath, connection, options.pgBinDir, resetScript(snapshot, currentUser))
@@ -186,6 +190,49 @@ async function archiveToScript(input: PreparedInput, connection: ConnectionConfi
   const exit = await waitForTool(spawnTool(pgRestore, ['--file', script, input.path], connection, ['ignore', 'ignore', 'pipe']))
   if (exit.code !== 0) throw restoreFailed(pgRestore, exit)
   return script
+}
+
+/**
+ * The embedded database has no psql: run the plain script's statements here,
+ * in one transaction. COPY data goes straight to PGlite, whose wire protocol
+ * does not carry COPY FROM STDIN; it is the same session, so the same transaction.
+ */
+async function restoreIntoEmbedded(sql: Sql, dataDir: string, script: string, clean?: boolean): Promise<void> {
+  let steps
+  try {
+    steps = parseDumpScript(await readFile(script, 'utf8'))
+  } catch (error) {
+    if (!(error instanceof DumpScriptError)) throw error
+    throw new TwDbError('E_RESTORE_FAILED', `restore failed at line ${error.line}: ${error.message}`, {hint: 'Nothing was restored.'})
+  }
+  const {runningEmbedded, restoreSessionDefaults} = await import('./embedded.js')
+  const {pglite} = await runningEmbedded(dataDir)
+  const reserved = await sql.reserve()
+  let line = 0
+  try {
+    await reserved`begin`
+    if (clean) {
+      const {snapshot, currentUser} = await catalogSnapshot(reserved)
+      await reserved.unsafe(resetScript(snapshot, currentUser))
+    }
+    for (const step of steps) {
+      line = step.line
+      if (step.kind === 'sql') await reserved.unsafe(step.sql, [], {prepare: false})
+      else await pglite.query(step.sql.replace(/\bfrom\s+stdin\b/i, "from '/dev/blob'"), [], {blob: new Blob([step.data])})
+    }
+    await reserved`commit`
+  } catch (error) {
+    if (sessionSurvives(error)) await reserved`rollback`.catch(() => undefined)
+    const reason = isPgError(error) ? `${error.message} (SQLSTATE ${error.code})` : (error as Error).message
+    throw new TwDbError('E_RESTORE_FAILED', `restore failed${line ? ` at line ${line}` : ''}: ${reason}`, {
+      hint: 'The restore ran in one transaction and was rolled back: the database is as it was before.',
+      cause: error,
+    })
+  } finally {
+    // The dump's SET commands changed the one session every connection shares.
+    await restoreSessionDefaults(pglite)
+    reserved.release()
+  }
 }
 
 function restoreFailed(tool: PgTool, exit: Awaited<ReturnType<typeof waitForTool>>): TwDbError {

@@ -13,15 +13,25 @@ export interface Statement {
  */
 export function splitStatements(source: string): Statement[] {
   const statements: Statement[] = []
-  let start = 0
-  let i = 0
-  const push = (end: number) => {
+  for (let start = 0; start < source.length; ) {
+    const end = statementEnd(source, start)
     const text = source.slice(start, end)
     if (/\S/.test(stripSqlComments(text))) {
       const lead = text.length - text.trimStart().length
       statements.push({sql: text.trim(), offset: start + lead})
     }
+    start = end
   }
+  return statements
+}
+
+/**
+ * The offset just past the first top-level semicolon at or after `from` (or
+ * the end of the source), skipping quotes, quoted identifiers, dollar quotes
+ * and comments.
+ */
+export function statementEnd(source: string, from: number): number {
+  let i = from
   while (i < source.length) {
     const ch = source[i]
     const next = source[i + 1]
@@ -36,7 +46,7 @@ export function splitStatements(source: string): Statement[] {
     } else if (ch === '"') {
       i = skipQuoted(source, i, '"', false)
     } else if (ch === '$') {
-      const tag = /^\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/.exec(source.slice(i))
+      const tag = /^\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/.exec(source.slice(i, i + 64))
       if (tag && !/\w/.test(source[i - 1] ?? '')) {
         const close = source.indexOf(tag[0], i + tag[0].length)
         i = close === -1 ? source.length : close + tag[0].length
@@ -44,15 +54,12 @@ export function splitStatements(source: string): Statement[] {
         i++
       }
     } else if (ch === ';') {
-      push(i + 1)
-      start = i + 1
-      i++
+      return i + 1
     } else {
       i++
     }
   }
-  push(source.length)
-  return statements
+  return source.length
 }
 
 function skipBlockComment(source: string, from: number): number {
@@ -89,7 +96,7 @@ function skipQuoted(source: string, from: number, quote: string, backslashEscape
   return i
 }
 
-function stripSqlComments(text: string): string {
+export function stripSqlComments(text: string): string {
   return text.replace(/--[^\n]*/g, '').replace(/\/\*[\s\S]*?\*\//g, '')
 }
 

@@ -1,0 +1,190 @@
+import {closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync} from 'node:fs'
+import path from 'node:path'
+
+import type {PGlite} from '@electric-sql/pglite'
+import type {PGLiteSocketServer} from '@electric-sql/pglite-socket'
+
+import {APPLICATION_NAME} from './connection.js'
+import {EXIT, TwDbError} from './errors.js'
+
+/**
+ * The embedded database (SPEC.md section 7): PGlite running in this process,
+ * served on a random 127.0.0.1 port so that every command still talks to it
+ * through postgres.js and the wire protocol. This module is only ever loaded
+ * through a dynamic import, so commands against a real server never pay for
+ * PGlite's WebAssembly.
+ */
+export interface EmbeddedDatabase {
+  readonly dataDir: string
+  readonly host: string
+  readonly port: number
+  /** For the two things the wire protocol cannot carry: pg_dump and COPY FROM STDIN. */
+  readonly pglite: PGlite
+}
+
+interface Running extends EmbeddedDatabase {
+  server: PGLiteSocketServer
+  users: number
+  releaseLock: () => void
+}
+
+/** One instance per data directory and process, shared by every pool that points at it. */
+const running = new Map<string, Promise<Running>>()
+
+/** The embedded database's own login: PGlite has a single superuser and database. */
+export const EMBEDDED_USER = 'postgres'
+export const EMBEDDED_DATABASE = 'postgres'
+
+/** Starts (or joins) the embedded database stored in `dataDir`. Pair each call with `releaseEmbedded`. */
+export async function acquireEmbedded(dataDir: string): Promise<EmbeddedDatabase> {
+  const key = path.resolve(dataDir)
+  let starting = running.get(key)
+  if (!starting) {
+    starting = start(key)
+    running.set(key, starting)
+    starting.catch(() => running.delete(key))
+  }
+  const instance = await starting
+  instance.users += 1
+  return instance
+}
+
+/** Stops the embedded database when its last user lets go: closes the socket, flushes and closes PGlite. */
+export async function releaseEmbedded(dataDir: string): Promise<void> {
+  const key = path.resolve(dataDir)
+  const starting = running.get(key)
+  if (!starting) return
+  const instance = await starting
+  instance.users -= 1
+  if (instance.users > 0) return
+  running.delete(key)
+  await shutdown(instance)
+}
+
+/** The running instance for `dataDir`, for pg_dump and COPY. */
+export async function runningEmbedded(dataDir: string): Promise<EmbeddedDatabase> {
+  const starting = running.get(path.resolve(dataDir))
+  if (!starting) throw new Error(`the embedded database ${dataDir} is not running`)
+  return starting
+}
+
+async function start(dataDir: string): Promise<Running> {
+  mkdirSync(path.dirname(dataDir), {recursive: true, mode: 0o700})
+  const releaseLock = lockDataDir(dataDir)
+  try {
+    const [{PGlite}, {uuid_ossp}, {PGLiteSocketServer}] = await Promise.all([
+      import('@electric-sql/pglite'),
+      import('@electric-sql/pglite/contrib/uuid_ossp'),
+      import('@electric-sql/pglite-socket'),
+    ])
+    let pglite: PGlite
+    try {
+      pglite = await PGlite.create({dataDir, extensions: {uuid_ossp}})
+    } catch (error) {
+      throw new TwDbError('E_EMBEDDED', `cannot open the embedded database in ${dataDir}: ${(error as Error).message}`, {
+        hint: 'The directory must be empty or hold a PGlite database; move it aside to start a new one.',
+        cause: error,
+      })
+    }
+    await restoreSessionDefaults(pglite)
+    // Several connections may attach (check-connection opens a second one); PGlite runs their queries one at a time.
+    const server = new PGLiteSocketServer({db: pglite, host: '127.0.0.1', port: 0, maxConnections: 8})
+    await server.start()
+    const port = Number(server.getServerConn().split(':').pop())
+    const instance: Running = {dataDir, host: '127.0.0.1', port, pglite, server, users: 0, releaseLock}
+    stopOnSignal(instance)
+    return instance
+  } catch (error) {
+    releaseLock()
+    throw error
+  }
+}
+
+/**
+ * PGlite ignores startup parameters and every connection shares its one
+ * session: set what createPool asks a server for here, and again after
+ * anything (a restored dump) that changed the session's settings.
+ */
+export async function restoreSessionDefaults(pglite: PGlite): Promise<void> {
+  await pglite.exec(`reset all; set application_name = '${APPLICATION_NAME}'; set client_min_messages = warning`)
+}
+
+async function shutdown(instance: Running): Promise<void> {
+  try {
+    await instance.server.stop()
+    await instance.pglite.close()
+  } finally {
+    instance.releaseLock()
+  }
+}
+
+/**
+ * Ctrl-C or SIGTERM in a command that does not handle signals itself: close
+ * PGlite (an open transaction rolls back) before exiting, so the data
+ * directory is left clean. Commands that do handle them (migrate, backup)
+ * wind down on their own and release the database in their `finally`.
+ */
+function stopOnSignal(instance: Running): void {
+  const onSignal = (signal: NodeJS.Signals) => {
+    const handledElsewhere = process.listeners(signal).some((listener) => listener !== onSignal)
+    if (handledElsewhere) return
+    running.delete(instance.dataDir)
+    void shutdown(instance).finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
+  }
+  // First in line, so that a command's own `once` listener is still registered when this one looks.
+  process.prependListener('SIGINT', onSignal)
+  process.prependListener('SIGTERM', onSignal)
+}
+
+/**
+ * PGlite is single-process: two tw-db processes on one data directory would
+ * corrupt it. A lock file beside the directory, holding the owner's pid,
+ * keeps the second one out; a lock left by a process that died is taken over.
+ */
+function lockDataDir(dataDir: string): () => void {
+  const lockFile = `${dataDir}.lock`
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(lockFile, 'wx', 0o600)
+      writeSync(fd, `${process.pid}\n`)
+      closeSync(fd)
+      const release = () => {
+        process.off('exit', release)
+        try {
+          if (readFileSync(lockFile, 'utf8').trim() === String(process.pid)) unlinkSync(lockFile)
+        } catch {
+          // Already gone.
+        }
+      }
+      process.on('exit', release)
+      return release
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+      const owner = Number.parseInt(readLockOwner(lockFile), 10)
+      if (Number.isInteger(owner) && owner !== process.pid && isAlive(owner)) {
+        throw new TwDbError('E_EMBEDDED_BUSY', `the embedded database ${dataDir} is in use by another tw-db process (pid ${owner})`, {
+          hint: `Wait for it to finish. If no tw-db is running, delete ${lockFile}.`,
+        })
+      }
+      unlinkSync(lockFile) // left by a process that no longer exists
+    }
+  }
+  throw new TwDbError('E_EMBEDDED_BUSY', `cannot lock the embedded database ${dataDir}`, {exit: EXIT.FAILED, hint: `Delete ${lockFile} if no tw-db is running.`})
+}
+
+function readLockOwner(lockFile: string): string {
+  try {
+    return readFileSync(lockFile, 'utf8')
+  } catch {
+    return ''
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
