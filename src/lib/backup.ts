@@ -28,6 +28,8 @@ export interface BackupOptions {
   onProgress?: (bytes: number) => void
   /** Aborting kills pg_dump and removes the partial output. */
   signal?: AbortSignal
+  /** Told, in one line, what an earlier run left behind that this one removed. */
+  onNotice?: (message: string) => void
 }
 
 export interface BackupResult {
@@ -93,7 +95,9 @@ async function dumpToStdout(pgDump: PgTool, args: string[], connection: Connecti
 
 async function dumpToPath(pgDump: PgTool, args: string[], connection: ConnectionConfig, output: string, options: BackupOptions): Promise<number> {
   const target = path.resolve(output)
-  const temp = path.join(path.dirname(target), `.${path.basename(target)}.tw-db-${process.pid}.partial`)
+  const temp = path.join(path.dirname(target), partialName(path.basename(target), process.pid))
+  const stale = await removeStalePartials(target)
+  if (stale.length > 0) options.onNotice?.(`Removed ${stale.length === 1 ? 'a partial backup' : 'partial backups'} left by a tw-db process that no longer runs: ${stale.join(', ')}`)
   if (options.format === 'directory') {
     const existing = await stat(target).catch(() => undefined)
     if (existing) throw usageError(`${output} already exists`, 'The directory format needs a path that does not exist yet.')
@@ -134,6 +138,51 @@ async function dumpToPath(pgDump: PgTool, args: string[], connection: Connection
     await file?.close().catch(() => undefined)
     await rm(temp, {force: true})
     throw error
+  }
+}
+
+/** The temporary name beside the target while process `pid` writes a backup to `basename`. */
+export function partialName(basename: string, pid: number): string {
+  return `.${basename}.tw-db-${pid}.partial`
+}
+
+/** The pid in `name` when it is partialName(basename, pid), else undefined. */
+export function partialPid(name: string, basename: string): number | undefined {
+  const prefix = `.${basename}.tw-db-`
+  const suffix = '.partial'
+  if (!name.startsWith(prefix) || !name.endsWith(suffix)) return undefined
+  const digits = name.slice(prefix.length, name.length - suffix.length)
+  // Linux pids stay below 2^22; ten digits keep process.kill() from rejecting the number.
+  return /^[1-9]\d{0,9}$/.test(digits) ? Number(digits) : undefined
+}
+
+/**
+ * Removes the temporary files (or directories) beside `target` of backups whose
+ * process is gone: a tw-db killed with SIGKILL cannot clean up after itself.
+ * Partials of live processes (EPERM counts as alive) are left alone, and so is
+ * one with our own pid: it may be a writer in another pid namespace (a container
+ * sharing the directory), which would then rename our partial onto the target.
+ * A writer with another pid there only loses its partial: its rename then fails.
+ */
+async function removeStalePartials(target: string): Promise<string[]> {
+  const dir = path.dirname(target)
+  const removed: string[] = []
+  for (const name of await readdir(dir).catch(() => [])) {
+    const pid = partialPid(name, path.basename(target))
+    if (pid === undefined || pid === process.pid || processExists(pid)) continue
+    const stale = path.join(dir, name)
+    // Housekeeping only: a partial we cannot remove must not fail the backup.
+    await rm(stale, {recursive: true, force: true}).then(() => removed.push(stale), () => undefined)
+  }
+  return removed
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH'
   }
 }
 
