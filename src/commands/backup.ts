@@ -47,6 +47,7 @@ export default class Backup extends BaseCommand {
         compress: flags.compress,
         pgBinDir: config.tools.pgBinDir,
         signal: controller.signal,
+        onNotice: writeErr,
         onProgress: process.stderr.isTTY
           ? (bytes) => progressLine(`Backing up: ${formatBytes(bytes)} written, ${formatDuration(performance.now() - started)}`)
           : undefined,

@@ -44,7 +44,7 @@ export default class Reset extends BaseCommand {
     let backupResult: BackupResult | null = null
     if (flags.backup) {
       try {
-        backupResult = await backup(sql, config.connection, {format: formatFor(flags.backup), output: flags.backup, pgBinDir: config.tools.pgBinDir})
+        backupResult = await backup(sql, config.connection, {format: formatFor(flags.backup), output: flags.backup, pgBinDir: config.tools.pgBinDir, onNotice: writeErr})
       } catch (error) {
         const reason = error instanceof Error ? error.message : String(error)
         throw new TwDbError('E_REFUSED', `reset refused: the backup to ${flags.backup} failed (${reason}); nothing was dropped`, {

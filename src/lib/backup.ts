@@ -10,6 +10,7 @@ import type {ConnectionConfig} from './config.js'
 import {serverVersion, type Sql} from './connection.js'
 import {TwDbError, usageError} from './errors.js'
 import {readLedger} from './ledger.js'
+import {processExists} from './pids.js'
 import {describeToolFailure, pickTool, spawnTool, waitForTool, type PgTool} from './pgtools.js'
 
 export const BACKUP_FORMATS = ['plain', 'custom', 'directory', 'tar'] as const
@@ -28,6 +29,8 @@ export interface BackupOptions {
   onProgress?: (bytes: number) => void
   /** Aborting kills pg_dump and removes the partial output. */
   signal?: AbortSignal
+  /** Told, in one line, what an earlier run left behind that this one removed. */
+  onNotice?: (message: string) => void
 }
 
 export interface BackupResult {
@@ -61,6 +64,10 @@ export async function backup(sql: Sql, connection: ConnectionConfig, options: Ba
       "the embedded database's pg_dump writes uncompressed plain SQL only",
       'Drop -F/-Z; compress the output yourself if needed: tw-db backup | gzip > dump.sql.gz.',
     )
+  }
+  if (options.output) {
+    const stale = await removeStalePartials(path.resolve(options.output))
+    if (stale.length > 0) options.onNotice?.(`Removed ${stale.length === 1 ? 'a partial backup' : 'partial backups'} left by a tw-db process that no longer runs: ${stale.join(', ')}`)
   }
   const server = await serverVersion(sql)
   const ledger = (await readLedger(sql)) ?? []
@@ -169,7 +176,7 @@ async function writeFileAtomically(output: string, write: (file: FileHandle) => 
 }
 
 function partialPath(target: string): string {
-  return path.join(path.dirname(target), `.${path.basename(target)}.tw-db-${process.pid}.partial`)
+  return path.join(path.dirname(target), partialName(path.basename(target), process.pid))
 }
 
 /**
@@ -197,6 +204,42 @@ async function dumpEmbedded(dataDir: string, args: string[], options: BackupOpti
     await file.writeFile(dump)
   })
   return {bytes, pgDumpVersion}
+}
+
+/** The temporary name beside the target while process `pid` writes a backup to `basename`. */
+export function partialName(basename: string, pid: number): string {
+  return `.${basename}.tw-db-${pid}.partial`
+}
+
+/** The pid in `name` when it is partialName(basename, pid), else undefined. */
+export function partialPid(name: string, basename: string): number | undefined {
+  const prefix = `.${basename}.tw-db-`
+  const suffix = '.partial'
+  if (!name.startsWith(prefix) || !name.endsWith(suffix)) return undefined
+  const digits = name.slice(prefix.length, name.length - suffix.length)
+  // Linux pids stay below 2^22; ten digits keep process.kill() from rejecting the number.
+  return /^[1-9]\d{0,9}$/.test(digits) ? Number(digits) : undefined
+}
+
+/**
+ * Removes the temporary files (or directories) beside `target` of backups whose
+ * process is gone: a tw-db killed with SIGKILL cannot clean up after itself.
+ * Partials of live processes (EPERM counts as alive) are left alone, and so is
+ * one with our own pid: it may be a writer in another pid namespace (a container
+ * sharing the directory), which would then rename our partial onto the target.
+ * A writer with another pid there only loses its partial: its rename then fails.
+ */
+async function removeStalePartials(target: string): Promise<string[]> {
+  const dir = path.dirname(target)
+  const removed: string[] = []
+  for (const name of await readdir(dir).catch(() => [])) {
+    const pid = partialPid(name, path.basename(target))
+    if (pid === undefined || pid === process.pid || processExists(pid)) continue
+    const stale = path.join(dir, name)
+    // Housekeeping only: a partial we cannot remove must not fail the backup.
+    await rm(stale, {recursive: true, force: true}).then(() => removed.push(stale), () => undefined)
+  }
+  return removed
 }
 
 /** Waits for pg_dump, reporting progress and honouring the abort signal. */

@@ -6,6 +6,7 @@ import type {PGLiteSocketServer} from '@electric-sql/pglite-socket'
 
 import {APPLICATION_NAME} from './connection.js'
 import {EXIT, TwDbError} from './errors.js'
+import {processExists} from './pids.js'
 
 /**
  * The embedded database (SPEC.md section 7): PGlite running in this process,
@@ -161,7 +162,7 @@ function lockDataDir(dataDir: string): () => void {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
       const owner = Number.parseInt(readLockOwner(lockFile), 10)
-      if (Number.isInteger(owner) && owner !== process.pid && isAlive(owner)) {
+      if (Number.isInteger(owner) && owner !== process.pid && processExists(owner)) {
         throw new TwDbError('E_EMBEDDED_BUSY', `the embedded database ${dataDir} is in use by another tw-db process (pid ${owner})`, {
           hint: `Wait for it to finish. If no tw-db is running, delete ${lockFile}.`,
         })
@@ -177,14 +178,5 @@ function readLockOwner(lockFile: string): string {
     return readFileSync(lockFile, 'utf8')
   } catch {
     return ''
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
   }
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
 
-import {pgDumpArgs} from '../../src/lib/backup.js'
+import {partialName, partialPid, pgDumpArgs} from '../../src/lib/backup.js'
 import type {ConnectionConfig} from '../../src/lib/config.js'
 import {parseToolVersion, toolEnv} from '../../src/lib/pgtools.js'
 import {quoteIdent, resetScript} from '../../src/lib/reset.js'
@@ -71,6 +71,25 @@ describe('pg tool versions and arguments', () => {
 
   it('uses the socket directory as PGHOST for a unix-socket connection', () => {
     assert.equal(toolEnv({...connection, socketPath: '/var/run/postgresql'}, {}).PGHOST, '/var/run/postgresql')
+  })
+})
+
+describe('temporary backup files', () => {
+  it('reads back the pid from the name a backup writes beside its target', () => {
+    assert.equal(partialName('tw.dump', 4242), '.tw.dump.tw-db-4242.partial')
+    assert.equal(partialPid(partialName('tw.dump', 4242), 'tw.dump'), 4242)
+    assert.equal(partialPid(partialName('a b.tw-db-7.partial', 99), 'a b.tw-db-7.partial'), 99)
+  })
+
+  it('claims no file that is not a partial of this very target', () => {
+    assert.equal(partialPid('tw.dump', 'tw.dump'), undefined)
+    assert.equal(partialPid('.tw.dump.gz.tw-db-4242.partial', 'tw.dump'), undefined, 'a partial of another target')
+    assert.equal(partialPid('.tw.dump.tw-db-4242.partial', 'tw.dump.gz'), undefined)
+    assert.equal(partialPid('.tw.dump.tw-db-.partial', 'tw.dump'), undefined)
+    assert.equal(partialPid('.tw.dump.tw-db-12x.partial', 'tw.dump'), undefined)
+    assert.equal(partialPid('.tw.dump.tw-db-0.partial', 'tw.dump'), undefined)
+    assert.equal(partialPid('.tw.dump.tw-db-12345678901.partial', 'tw.dump'), undefined, 'more digits than any pid')
+    assert.equal(partialPid('.tw.dump.tw-db-4242.partial.bak', 'tw.dump'), undefined)
   })
 })
 
