@@ -26,7 +26,8 @@ export interface EmbeddedDatabase {
 interface Running extends EmbeddedDatabase {
   server: PGLiteSocketServer
   users: number
-  releaseLock: () => void
+  /** Lets go of the data directory's lock and of the signal handlers. */
+  release: () => void
 }
 
 /** One instance per data directory and process, shared by every pool that points at it. */
@@ -72,6 +73,7 @@ export async function runningEmbedded(dataDir: string): Promise<EmbeddedDatabase
 async function start(dataDir: string): Promise<Running> {
   mkdirSync(path.dirname(dataDir), {recursive: true, mode: 0o700})
   const releaseLock = lockDataDir(dataDir)
+  const signals = guardSignals(dataDir)
   try {
     const [{PGlite}, {uuid_ossp}, {PGLiteSocketServer}] = await Promise.all([
       import('@electric-sql/pglite'),
@@ -92,10 +94,15 @@ async function start(dataDir: string): Promise<Running> {
     const server = new PGLiteSocketServer({db: pglite, host: '127.0.0.1', port: 0, maxConnections: 8})
     await server.start()
     const port = Number(server.getServerConn().split(':').pop())
-    const instance: Running = {dataDir, host: '127.0.0.1', port, pglite, server, users: 0, releaseLock}
-    stopOnSignal(instance)
+    const release = () => {
+      signals.off()
+      releaseLock()
+    }
+    const instance: Running = {dataDir, host: '127.0.0.1', port, pglite, server, users: 0, release}
+    signals.ready(() => shutdown(instance))
     return instance
   } catch (error) {
+    signals.off()
     releaseLock()
     throw error
   }
@@ -115,26 +122,48 @@ async function shutdown(instance: Running): Promise<void> {
     await instance.server.stop()
     await instance.pglite.close()
   } finally {
-    instance.releaseLock()
+    instance.release()
   }
 }
 
 /**
  * Ctrl-C or SIGTERM in a command that does not handle signals itself: close
  * PGlite (an open transaction rolls back) before exiting, so the data
- * directory is left clean. Commands that do handle them (migrate, backup)
- * wind down on their own and release the database in their `finally`.
+ * directory is left clean. A signal that comes while PGlite is still opening
+ * (or creating) the directory waits for that to finish: a half-created data
+ * directory could not be opened again. Commands that handle signals
+ * themselves (migrate, backup) wind down on their own and release the
+ * database in their `finally`.
  */
-function stopOnSignal(instance: Running): void {
+function guardSignals(dataDir: string): {ready: (stop: () => Promise<void>) => void; off: () => void} {
+  let stop: (() => Promise<void>) | undefined
+  let pending: NodeJS.Signals | undefined
+  let exiting = false
+  const exit = (signal: NodeJS.Signals, stopInstance: () => Promise<void>) => {
+    if (exiting) return
+    exiting = true
+    running.delete(dataDir)
+    void stopInstance().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
+  }
   const onSignal = (signal: NodeJS.Signals) => {
     const handledElsewhere = process.listeners(signal).some((listener) => listener !== onSignal)
     if (handledElsewhere) return
-    running.delete(instance.dataDir)
-    void shutdown(instance).finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
+    if (stop) exit(signal, stop)
+    else pending = signal
   }
   // First in line, so that a command's own `once` listener is still registered when this one looks.
   process.prependListener('SIGINT', onSignal)
   process.prependListener('SIGTERM', onSignal)
+  return {
+    ready(stopInstance) {
+      stop = stopInstance
+      if (pending) exit(pending, stopInstance)
+    },
+    off() {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    },
+  }
 }
 
 /**

@@ -433,6 +433,8 @@ async function applyInTransaction(
       await recordMigration(reserved, {id: migration.id, checksum: migration.checksum, durationMs, appliedBy: options.appliedBy})
       durations.push(Math.round(durationMs))
     }
+    // A Ctrl-C that came while the last statement ran (and could not cancel it) still rolls back.
+    if (options.signal?.aborted) throw new Error('interrupted')
     await reserved`commit`
   } catch (error) {
     if (sessionSurvives(error)) await reserved`rollback`.catch(() => undefined)
@@ -478,13 +480,19 @@ async function withLockRetries<T>(
   }
 }
 
-/** Runs a query that an abort signal cancels (PostgreSQL answers 57014 and the transaction rolls back). */
+/**
+ * Runs a query that an abort signal cancels (PostgreSQL answers 57014 and the
+ * transaction rolls back). A query that still completes after the abort (the
+ * embedded database ignores cancel requests) throws too, so the caller rolls back.
+ */
 async function cancellable<T>(query: PromiseLike<T> & {cancel(): void}, signal?: AbortSignal): Promise<T> {
   if (!signal) return query
   const cancel = () => query.cancel()
   signal.addEventListener('abort', cancel, {once: true})
   try {
-    return await query
+    const result = await query
+    if (signal.aborted) throw new Error('interrupted')
+    return result
   } finally {
     signal.removeEventListener('abort', cancel)
   }
