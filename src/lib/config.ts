@@ -175,9 +175,9 @@ export async function loadConfig(overrides: ConfigOverrides = {}, env: Env = pro
 }
 
 function noDatabaseConfigured(): TwDbError {
-  return new TwDbError('E_NO_DATABASE', 'no database configured (CI is set, so the embedded database is not used)', {
+  return new TwDbError('E_NO_DATABASE', 'no database configured', {
     exit: EXIT.USAGE,
-    hint: 'Pass --database-url postgres://user:password@host:5432/db, set DATABASE_URL, put meta.postgres_url (or database.url) in config.yaml, set PGHOST/PGDATABASE, or ask for the embedded database with --database-url pglite:.',
+    hint: 'CI is set, so the embedded database is not used. Pass --database-url postgres://user:password@host:5432/db, set DATABASE_URL, put meta.postgres_url (or database.url) in config.yaml, set PGHOST/PGDATABASE, or ask for the embedded database with --database-url pglite:.',
   })
 }
 

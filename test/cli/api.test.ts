@@ -38,7 +38,7 @@ describe('programmatic API: import {migrate, status} from "tw-db"', () => {
       assert.match(error.hint ?? '', /rolled back/)
       return true
     })
-    await assert.rejects(migrate({migrationsDir: path.join(FIXTURES, 'nontx'), env, cwd: path.join(FIXTURES, 'nontx')}), (error: unknown) => {
+    await assert.rejects(migrate({migrationsDir: path.join(FIXTURES, 'nontx'), env: {CI: 'true'}, cwd: path.join(FIXTURES, 'nontx')}), (error: unknown) => {
       assert.ok(error instanceof TwDbError)
       assert.equal(error.code, 'E_NO_DATABASE')
       assert.equal(error.exit, EXIT.USAGE)

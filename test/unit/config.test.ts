@@ -122,22 +122,60 @@ describe('loadConfig: where the database comes from', () => {
     assert.equal(config.connection.database, 'only_db')
   })
 
-  it('fails with E_NO_DATABASE (exit 2) when nothing is configured', async () => {
-    const error = await configFailure(loadConfig({}, {}, project()))
-    assert.equal(error.code, 'E_NO_DATABASE')
-    assert.equal(error.exit, 2)
-    assert.match(error.message, /no database configured/)
-    assert.ok(error.hint && error.hint.includes('DATABASE_URL'))
+  it('falls back to the embedded database in .tw-db/pglite when nothing is configured, with one notice', async () => {
+    const config = await loadConfig({}, {}, project())
+    assert.deepEqual(config.connection.embedded, {dataDir: path.join('.tw-db', 'pglite')})
+    assert.equal(config.connection.source, 'default')
+    assert.equal(config.connection.maxConnections, 1)
+    assert.equal(config.connection.display, 'pglite:.tw-db/pglite')
+    assert.equal(config.notices.length, 1)
+    assert.match(config.notices[0], /^Using the embedded database in \.tw-db\/pglite .*--database-url/)
+  })
+
+  it('fails with E_NO_DATABASE (exit 2) when nothing is configured and CI is true', async () => {
+    for (const ci of ['true', '1', 'yes', 'TRUE']) {
+      const error = await configFailure(loadConfig({}, {CI: ci}, project()))
+      assert.equal(error.code, 'E_NO_DATABASE')
+      assert.equal(error.exit, 2)
+      assert.equal(error.message, 'no database configured')
+      assert.ok(error.hint && error.hint.includes('DATABASE_URL') && error.hint.includes('CI is set'))
+    }
+  })
+
+  it('does not count CI=false, 0, no, off or empty as CI', async () => {
+    for (const ci of ['false', '0', 'no', 'off', '']) {
+      const config = await loadConfig({}, {CI: ci}, project())
+      assert.ok(config.connection.embedded, `CI=${ci}`)
+    }
   })
 
   it('does not take PGUSER or PGPASSWORD alone as a configuration', async () => {
-    const error = await configFailure(loadConfig({}, {PGUSER: 'u', PGPASSWORD: 'p'}, project()))
+    const error = await configFailure(loadConfig({}, {PGUSER: 'u', PGPASSWORD: 'p', CI: 'true'}, project()))
     assert.equal(error.code, 'E_NO_DATABASE')
   })
 
   it('treats an empty config.yaml as no configuration', async () => {
-    const error = await configFailure(loadConfig({}, {}, project({'config.yaml': ''})))
+    const error = await configFailure(loadConfig({}, {CI: 'true'}, project({'config.yaml': ''})))
     assert.equal(error.code, 'E_NO_DATABASE')
+  })
+
+  it('selects the embedded database with pglite: URLs from any source, even in CI', async () => {
+    const cases: Array<[string, string]> = [
+      ['pglite:', path.join('.tw-db', 'pglite')],
+      ['pglite:./data/db', './data/db'],
+      ['pglite:/var/lib/tw/db', '/var/lib/tw/db'],
+      ['pglite:///var/lib/tw/db', '/var/lib/tw/db'],
+    ]
+    for (const [url, dataDir] of cases) {
+      const config = await loadConfig({databaseUrl: url}, {CI: 'true'}, project())
+      assert.deepEqual(config.connection.embedded, {dataDir}, url)
+      assert.deepEqual(config.notices, [], 'an explicit choice needs no notice')
+    }
+    const fromEnv = await loadConfig({}, {DATABASE_URL: 'pglite:env-db'}, project())
+    assert.deepEqual(fromEnv.connection.embedded, {dataDir: 'env-db'})
+    const fromFile = await loadConfig({}, {}, project({'config.yaml': 'meta:\n  postgres_url: pglite:file-db\n'}))
+    assert.deepEqual(fromFile.connection.embedded, {dataDir: 'file-db'})
+    assert.equal(fromFile.connection.source, 'file')
   })
 
   it('fills what a URL lacks from libpq variables', async () => {

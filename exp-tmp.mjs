@@ -1,0 +1,11 @@
+import v8 from 'node:v8';
+if (process.argv[3]) v8.setFlagsFromString(process.argv[3]);
+const t0 = performance.now();
+const { PGlite } = await import('@electric-sql/pglite');
+const { uuid_ossp } = await import('@electric-sql/pglite/contrib/uuid_ossp');
+const t1 = performance.now();
+const db = await PGlite.create({ dataDir: process.argv[2], extensions: { uuid_ossp } });
+const t2 = performance.now();
+await db.query('select 1');
+await db.close();
+console.log(process.argv[3] ?? 'default', 'import', (t1-t0).toFixed(0), 'create', (t2-t1).toFixed(0), 'total', (performance.now()-t0).toFixed(0));
