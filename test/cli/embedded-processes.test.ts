@@ -46,7 +46,13 @@ describe('embedded database (PGlite) processes', () => {
     child.stdout!.on('data', (chunk) => (progress += chunk))
     const done = collect(child)
     // first is applied; slow (an 8 s pg_sleep) is running when the signal comes.
-    await waitUntil(async () => progress.includes('✔ first'), 180_000)
+    let exited = false
+    void done.then(() => (exited = true))
+    // A first start creates the database (initdb in WebAssembly): slow on a busy machine.
+    await waitUntil(async () => {
+      assert.equal(exited, false, `migrate ended before the signal: ${progress}`)
+      return progress.includes('✔ first')
+    }, 900_000)
     child.kill('SIGINT')
     const result = await done
     assert.equal(result.code, 1, result.stderr)
