@@ -24,7 +24,7 @@ describe('embedded database (PGlite) processes', () => {
     const url = `pglite:${dataDir}`
     const first = spawnCli(['migrate', '--migrations-dir', path.join(FIXTURES, 'slow'), '--database-url', url], {cwd, env: noClientTools})
     const firstDone = collect(first)
-    await waitUntil(async () => existsSync(`${dataDir}.lock`), 60_000)
+    await waitUntil(async () => existsSync(`${dataDir}.lock`), 600_000)
     const second = await runCli(['status', '--database-url', url], {cwd, env: noClientTools})
     assert.equal(second.code, 1)
     assert.match(second.stderr, new RegExp(`^Error: the embedded database ${dataDir} is in use by another tw-db process \\(pid ${first.pid}\\)`, 'm'))
@@ -75,7 +75,7 @@ describe('embedded database (PGlite) processes', () => {
     const dataDir = freshDir('locked')
     const child = spawnCli(['status', '--migrations-dir', path.join(FIXTURES, 'slow'), '--database-url', `pglite:${dataDir}`], {cwd, env: noClientTools})
     const done = collect(child)
-    await waitUntil(async () => existsSync(`${dataDir}.lock`), 60_000)
+    await waitUntil(async () => existsSync(`${dataDir}.lock`), 600_000)
     child.kill('SIGINT')
     const result = await done
     assert.ok(result.code === 130 || result.code === 0, `exit ${result.code} ${result.signal}: ${result.stderr}`)
