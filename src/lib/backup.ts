@@ -7,7 +7,7 @@ import {open, readdir, rename, rm, stat, type FileHandle} from 'node:fs/promises
 import path from 'node:path'
 
 import type {ConnectionConfig} from './config.js'
-import {serverVersion, type Sql} from './connection.js'
+import {serverVersion, type ServerVersion, type Sql} from './connection.js'
 import {TwDbError, usageError} from './errors.js'
 import {readLedger} from './ledger.js'
 import {processExists} from './pids.js'
@@ -73,33 +73,32 @@ export async function backup(sql: Sql, connection: ConnectionConfig, options: Ba
   const ledger = (await readLedger(sql)) ?? []
   const lastMigration = ledger.sort((a, b) => (a.appliedAt?.getTime() ?? 0) - (b.appliedAt?.getTime() ?? 0)).at(-1)?.id ?? null
   const started = performance.now()
-  if (connection.embedded) {
-    const {bytes, pgDumpVersion} = await dumpEmbedded(connection.embedded.dataDir, args, options)
-    return {
-      format: options.format,
-      output: options.output ?? null,
-      bytes,
-      durationMs: Math.round(performance.now() - started),
-      lastMigration,
-      serverVersion: server.version,
-      pgDump: {path: '@electric-sql/pglite-tools', version: pgDumpVersion},
-    }
-  }
-  const pgDump = await pickTool('pg_dump', server.major, server.version, options.pgBinDir)
-
-  const bytes = options.output
-    ? await dumpToPath(pgDump, args, connection, options.output, options)
-    : await dumpToStdout(pgDump, args, connection, options)
-
+  const dumped = connection.embedded
+    ? await dumpEmbedded(connection.embedded.dataDir, args, options)
+    : await dumpWithClient(args, connection, server, options)
   return {
     format: options.format,
     output: options.output ?? null,
-    bytes,
+    bytes: dumped.bytes,
     durationMs: Math.round(performance.now() - started),
     lastMigration,
     serverVersion: server.version,
-    pgDump: {path: pgDump.path, version: pgDump.version},
+    pgDump: dumped.pgDump,
   }
+}
+
+interface Dumped {
+  bytes: number | null
+  pgDump: BackupResult['pgDump']
+}
+
+/** The machine's pg_dump, as a child process writing straight to the file or stdout. */
+async function dumpWithClient(args: string[], connection: ConnectionConfig, server: ServerVersion, options: BackupOptions): Promise<Dumped> {
+  const pgDump = await pickTool('pg_dump', server.major, server.version, options.pgBinDir)
+  const bytes = options.output
+    ? await dumpToPath(pgDump, args, connection, options.output, options)
+    : await dumpToStdout(pgDump, args, connection, options)
+  return {bytes, pgDump: {path: pgDump.path, version: pgDump.version}}
 }
 
 async function dumpToStdout(pgDump: PgTool, args: string[], connection: ConnectionConfig, options: BackupOptions): Promise<number | null> {
@@ -184,7 +183,7 @@ function partialPath(target: string): string {
  * this process), which needs no PostgreSQL client but writes plain SQL only
  * and hands the whole dump back at once: fine for the small databases PGlite holds.
  */
-async function dumpEmbedded(dataDir: string, args: string[], options: BackupOptions): Promise<{bytes: number; pgDumpVersion: string}> {
+async function dumpEmbedded(dataDir: string, args: string[], options: BackupOptions): Promise<Dumped> {
   const [{runningEmbedded}, {pgDump}] = await Promise.all([import('./embedded.js'), import('@electric-sql/pglite-tools/pg_dump')])
   const {pglite} = await runningEmbedded(dataDir)
   let dump: Buffer
@@ -195,15 +194,16 @@ async function dumpEmbedded(dataDir: string, args: string[], options: BackupOpti
       hint: options.output ? `Nothing was written to ${options.output}.` : 'Nothing was written to stdout.',
     })
   }
-  const pgDumpVersion = /^-- Dumped by pg_dump version (.+)$/m.exec(dump.subarray(0, 4096).toString('utf8'))?.[1] ?? 'unknown'
+  const version = /^-- Dumped by pg_dump version (.+)$/m.exec(dump.subarray(0, 4096).toString('utf8'))?.[1] ?? 'unknown'
+  const tool = {path: '@electric-sql/pglite-tools', version}
   if (!options.output) {
     await new Promise<void>((resolve, reject) => process.stdout.write(dump, (error) => (error ? reject(error) : resolve())))
-    return {bytes: dump.length, pgDumpVersion}
+    return {bytes: dump.length, pgDump: tool}
   }
   const bytes = await writeFileAtomically(options.output, async (file) => {
     await file.writeFile(dump)
   })
-  return {bytes, pgDumpVersion}
+  return {bytes, pgDump: tool}
 }
 
 /** The temporary name beside the target while process `pid` writes a backup to `basename`. */
