@@ -199,8 +199,11 @@ export async function khronos({server, scale}: Context): Promise<Row[]> {
   const template = await createDatabase(server)
   progress(`[${SECTION}] generating ${rows.toLocaleString('en')} legacy rows`)
   const filled = await timed(() => fillLegacyTable(template.url, rows))
-  const [{size}] = await server.admin`select pg_size_pretty(pg_database_size(${template.name})) as size`
-  progress(`[${SECTION}] template ready in ${formatMs(filled.ms)} (${size})`)
+  const {size, bytes} = await queryOne<{size: string; bytes: number}>(
+    template.url,
+    'select pg_size_pretty(pg_database_size(current_database())) as size, avg(length(value::text))::int as bytes from guild_templates_kv',
+  )
+  progress(`[${SECTION}] template ready in ${formatMs(filled.ms)}: ${size}, values of ${bytes} characters of JSON on average`)
 
   const env = cleanEnv()
   const fingerprints = new Map<string, string>()
