@@ -17,7 +17,8 @@ export const ROOT = fileURLToPath(new URL('../', import.meta.url))
 export const BIN = path.join(ROOT, 'bin', 'run.js')
 export const NODE = process.execPath
 /** The npm packages' own entry points, run with node as `npx dbmate` / `npx node-pg-migrate` would. */
-export const DBMATE = path.join(ROOT, 'node_modules', 'dbmate', 'dist', 'cli.js')
+/** dbmate's Go binary (npm package @dbmate/linux-x64), run directly. */
+export const DBMATE = path.join(ROOT, 'node_modules', '@dbmate', 'linux-x64', 'bin', 'dbmate')
 export const NODE_PG_MIGRATE = path.join(ROOT, 'node_modules', 'node-pg-migrate', 'bin', 'node-pg-migrate.js')
 
 /**
@@ -402,7 +403,7 @@ export function writeRegistries(dir: string, migrations: readonly MigrationFile[
 
 /** dbmate's arguments; --no-dump-schema, or every `up` would also run pg_dump to write schema.sql. */
 export function dbmateArgs(url: string, dir: string, command: 'up' | 'status'): string[] {
-  return [DBMATE, '--url', `${url}?sslmode=disable`, '--migrations-dir', dir, '--no-dump-schema', command]
+  return ['--url', `${url}?sslmode=disable`, '--migrations-dir', dir, '--no-dump-schema', command]
 }
 
 /**

@@ -10,6 +10,7 @@ import {
   BIN,
   NODE,
   cleanEnv,
+  DBMATE,
   dbmateArgs,
   measure,
   nodePgMigrateArgs,
@@ -91,7 +92,7 @@ export async function migrations({server, scale, work}: Context): Promise<Row[]>
           }),
         ),
       },
-      {label: 'dbmate up', run: applying((url) => timeProcess(NODE, dbmateArgs(url, registries.dbmate, 'up'), {env}))},
+      {label: 'dbmate up', run: applying((url) => timeProcess(DBMATE, dbmateArgs(url, registries.dbmate, 'up'), {env}))},
       {label: 'node-pg-migrate up', run: applying((url) => timeProcess(NODE, nodePgMigrateArgs(registries.twDb), {env: cleanEnv({DATABASE_URL: url})}))},
       {
         label: 'tw-db migrate',

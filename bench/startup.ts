@@ -14,6 +14,7 @@ import {
   ROOT,
   cleanEnv,
   createDatabase,
+  DBMATE,
   dbmateArgs,
   measure,
   nodePgMigrateArgs,
@@ -43,7 +44,7 @@ export async function startup({server, scale, work}: Context): Promise<Row[]> {
   const twDb = await createDatabase(server)
   await runProcess(NODE, [BIN, 'migrate', '--database-url', twDb.url], {env, cwd: work})
   const dbmate = await createDatabase(server)
-  await runProcess(NODE, dbmateArgs(dbmate.url, registries.dbmate, 'up'), {env, cwd: work})
+  await runProcess(DBMATE, dbmateArgs(dbmate.url, registries.dbmate, 'up'), {env, cwd: work})
   const npm = await createDatabase(server)
   const npmEnv = cleanEnv({DATABASE_URL: npm.url})
   await runProcess(NODE, nodePgMigrateArgs(registries.twDb), {env: npmEnv, cwd: work})
@@ -55,7 +56,7 @@ export async function startup({server, scale, work}: Context): Promise<Row[]> {
       {label: 'node -e 0', run: run(NODE, ['-e', '0'])},
       {label: "psql -c 'select 1'", run: run(pgTool('psql'), ['-X', '-q', '-d', twDb.url, '-c', 'select 1'])},
       {label: 'node + postgres.js, one SELECT', run: run(NODE, [ONE_SELECT, twDb.url])},
-      {label: 'dbmate status', run: run(NODE, dbmateArgs(dbmate.url, registries.dbmate, 'status'))},
+      {label: 'dbmate status', run: run(DBMATE, dbmateArgs(dbmate.url, registries.dbmate, 'status'))},
       {label: 'node-pg-migrate up --dry-run', run: run(NODE, nodePgMigrateArgs(registries.twDb, ['--dry-run']), npmEnv)},
       {label: 'tw-db --version', run: run(NODE, [BIN, '--version'])},
       {label: 'tw-db status', run: run(NODE, [BIN, 'status', '--database-url', twDb.url])},
