@@ -199,8 +199,10 @@ function makeServer(base: Omit<TestServer, 'createDatabase' | 'stop'>, stop: () 
       return db
     },
     async stop() {
-      await Promise.all(databases.map((db) => db.sql.end({timeout: 1})))
+      // Stop the server before closing the test's own connections: closing them first would end
+      // any transaction a test holds open (a lock, say) and let a run under test finish instead.
       await stop()
+      await Promise.all(databases.map((db) => db.sql.end({timeout: 1})))
     },
   }
 }
