@@ -1,6 +1,6 @@
 import {createInterface} from 'node:readline/promises'
 
-import {Flags} from '@oclif/core'
+import * as Flags from '@oclif/core/flags'
 
 import {BaseCommand} from '../base-command.js'
 import {backup, type BackupFormat, type BackupResult} from '../lib/backup.js'

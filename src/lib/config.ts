@@ -2,6 +2,8 @@ import {stat} from 'node:fs/promises'
 import {userInfo} from 'node:os'
 import path from 'node:path'
 
+import {cosmiconfig} from 'cosmiconfig'
+
 import {EXIT, TwDbError, configError} from './errors.js'
 import {formatConnection, registerSecret} from './redact.js'
 
@@ -189,7 +191,6 @@ function isTruthy(value: string | undefined): boolean {
 // ---------------------------------------------------------------- the file
 
 async function findConfigFile(configPath: string | undefined, cwd: string): Promise<ConfigFile | undefined> {
-  const {cosmiconfig} = await import('cosmiconfig')
   const explorer = cosmiconfig('tw-db', {
     searchPlaces: SEARCH_PLACES,
     searchStrategy: 'project',
@@ -224,7 +225,8 @@ function isTwDbOnly(filepath: string): boolean {
 const yamlDocuments = new Map<string, {doc: import('yaml').Document; lineCounter: import('yaml').LineCounter}>()
 
 async function loadYaml(filepath: string, content: string): Promise<unknown> {
-  const YAML = await import('yaml')
+  // yaml is CommonJS: read it through `default` (module.exports), all a bundle chunk exports.
+  const YAML = (await import('yaml')).default
   const lineCounter = new YAML.LineCounter()
   const doc = YAML.parseDocument(content, {lineCounter, prettyErrors: false})
   yamlDocuments.set(filepath, {doc, lineCounter})
