@@ -94,6 +94,21 @@ function serverAccount(): Account {
   return {uid: Number(id.stdout.trim()), gid: Number(gid.stdout.trim())}
 }
 
+/**
+ * Runs a setup tool without blocking the event loop: files start several
+ * servers at once, and a synchronous initdb would stall the other servers'
+ * start-up timers until they fire before their "ready" line is read.
+ */
+function runTool(command: string, args: string[], options: Account & {cwd?: string}): Promise<{status: number | null; stderr: string; error?: Error}> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, {...options, stdio: ['ignore', 'ignore', 'pipe']})
+    let stderr = ''
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+    child.once('error', (error) => resolve({status: null, stderr, error}))
+    child.once('close', (status) => resolve({status, stderr}))
+  })
+}
+
 async function binaries(major: number): Promise<{initdb: string; postgres: string}> {
   try {
     return (await import(`pg${major}`)) as {initdb: string; postgres: string}
@@ -124,10 +139,7 @@ export async function startServer(major: number, options: ServerOptions = {}): P
   if (account.uid !== undefined) chownSync(root, account.uid, account.gid!)
   chmodSync(root, 0o700)
 
-  const init = spawnSync(bin.initdb, ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-locale', '-N'], {
-    ...account,
-    encoding: 'utf8',
-  })
+  const init = await runTool(bin.initdb, ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-locale', '-N'], account)
   if (init.status !== 0) throw new Error(`initdb ${major} failed: ${init.stderr}`)
   // The superuser may use trust from 127.0.0.1; every other role needs its password (scram).
   writeFileSync(
@@ -138,12 +150,12 @@ export async function startServer(major: number, options: ServerOptions = {}): P
   if (options.standby) writeFileSync(path.join(dataDir, 'standby.signal'), '')
   if (options.ssl) {
     // server.crt / server.key in the data directory are PostgreSQL's default ssl_cert_file / ssl_key_file.
-    const cert = spawnSync(
+    const cert = await runTool(
       'openssl',
       ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-keyout', 'server.key', '-out', 'server.crt'],
-      {...account, cwd: dataDir, encoding: 'utf8'},
+      {...account, cwd: dataDir},
     )
-    if (cert.status !== 0) throw new Error(`openssl could not make a test certificate: ${cert.stderr ?? cert.error}`)
+    if (cert.status !== 0) throw new Error(`openssl could not make a test certificate: ${cert.error ?? cert.stderr}`)
     chmodSync(path.join(dataDir, 'server.key'), 0o600)
   }
 
@@ -217,7 +229,7 @@ function waitUntilReady(child: ChildProcess, major: number): Promise<void> {
   return new Promise((resolve, reject) => {
     let log = ''
     let ready = false
-    const timer = setTimeout(() => reject(new Error(`PostgreSQL ${major} did not start within 30 s:\n${log}`)), 30_000)
+    const timer = setTimeout(() => reject(new Error(`PostgreSQL ${major} did not start within 60 s:\n${log}`)), 60_000)
     // Keep draining the server's log after start-up, or it blocks once the pipe fills.
     child.stderr!.on('data', (chunk: Buffer) => {
       if (ready) return
