@@ -265,8 +265,11 @@ async function stopChild(child: ChildProcess): Promise<void> {
 export function useServers(majors = testMajors()): Map<number, TestServer> {
   const servers = new Map<number, TestServer>()
   before(async () => {
-    const started = await Promise.all(majors.map((major) => startServer(major)))
-    for (const server of started) servers.set(server.major, server)
+    // Wait for every start, so that the servers that did start are stopped by after() even when one fails.
+    const starts = await Promise.allSettled(majors.map((major) => startServer(major)))
+    for (const start of starts) if (start.status === 'fulfilled') servers.set(start.value.major, start.value)
+    const failed = starts.find((start) => start.status === 'rejected')
+    if (failed) throw failed.reason
   })
   after(async () => {
     await Promise.all([...servers.values()].map((server) => server.stop()))
