@@ -17,6 +17,7 @@ import {
   pgTool,
   progress,
   ratioRow,
+  RSS_TARGET,
   rssRow,
   runProcess,
   timeProcess,
@@ -26,8 +27,6 @@ import {
   type Row,
   type Run,
 } from './lib.js'
-
-const RSS_TARGET = {op: '<', limit: 100, unit: 'MB'} as const
 
 export async function backup({server, scale, work}: Context): Promise<Row[]> {
   const env = cleanEnv()

@@ -27,6 +27,7 @@ import {
   progress,
   queryOne,
   ratioRow,
+  RSS_TARGET,
   rssRow,
   timeProcess,
   timed,
@@ -237,6 +238,6 @@ export async function khronos({server, scale}: Context): Promise<Row[]> {
     timeRow(SECTION, rowByRow, rate(rowByRow)),
     ratioRow(SECTION, twDb, rowByRow, {op: '<=', limit: 0.25, unit: 'x', text: '<= 0.25x (>= 4x rows/s)'}, rate(twDb)),
     ratioRow(SECTION, twDb, floor, undefined, rate(twDb)),
-    rssRow(SECTION, 'tw-db migrate peak RSS', peakRssKb(twDb), {op: '<', limit: 100, unit: 'MB'}),
+    rssRow(SECTION, 'tw-db migrate peak RSS', peakRssKb(twDb), RSS_TARGET),
   ]
 }

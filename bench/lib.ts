@@ -328,6 +328,9 @@ export function ratioRow(section: string, subject: Series, baseline: Series, tar
   }
 }
 
+/** The goal for tw-db's own node process in every command: stream, never buffer. */
+export const RSS_TARGET: Target = {op: '<', limit: 100, unit: 'MB'}
+
 export function rssRow(section: string, label: string, kb: number | undefined, target?: Target): Row {
   if (kb === undefined) return {section, label, value: 'n/a'}
   return {section, label, value: formatMb(kb), target, measured: kb / 1024}

@@ -18,6 +18,7 @@ import {
   pgTool,
   queryOne,
   ratioRow,
+  RSS_TARGET,
   rssRow,
   runProcess,
   timeProcess,
@@ -111,6 +112,6 @@ export async function migrations({server, scale, work}: Context): Promise<Row[]>
     ratioRow(SECTION, twDb, psqlPerFile, {op: '<=', limit: 2, unit: 'x'}),
     ratioRow(SECTION, twDb, dbmate, {op: '<', limit: 1, unit: 'x'}),
     ratioRow(SECTION, twDb, npm, {op: '<', limit: 1, unit: 'x'}),
-    rssRow(SECTION, 'tw-db migrate peak RSS', peakRssKb(twDb), {op: '<', limit: 100, unit: 'MB'}),
+    rssRow(SECTION, 'tw-db migrate peak RSS', peakRssKb(twDb), RSS_TARGET),
   ]
 }

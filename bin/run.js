@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `tw-db --version` alone is answered without loading oclif, in oclif's own
-// format (Config#userAgent, which says wsl instead of linux under WSL): it runs in every CI log and should cost no more
-// than node itself. The bundled-CLI test compares the two.
+// format (Config#userAgent, which says wsl instead of linux under WSL): it
+// runs in every CI log and should cost no more than node itself.
+// test/cli/bundle.test.ts compares the two.
 const args = process.argv.slice(2)
 if (args.length === 1 && args[0] === '--version') {
   const {readFileSync} = await import('node:fs')

@@ -427,25 +427,24 @@ async function applyInTransaction(
   // The timeout is an integer number of ms built here, never input text.
   await reserved.unsafe(`begin; set local lock_timeout = ${Math.round(options.statementLockTimeout * 1000)}`)
   try {
-    for (const [index, migration] of migrations.entries()) {
+    let record: Promise<void> | undefined
+    for (const migration of migrations) {
+      // The previous ledger row, before this migration's SQL, so a failure is blamed on the right one.
+      await record
       onStart(migration)
       const started = performance.now()
       await cancellable(reserved.unsafe(migration.sql), options.signal)
       const durationMs = performance.now() - started
       durations.push(Math.round(durationMs))
-      const record = recordMigration(reserved, {id: migration.id, checksum: migration.checksum, durationMs, appliedBy: options.appliedBy})
-      if (index < migrations.length - 1) {
-        await record
-        continue
-      }
-      // A Ctrl-C that came while the last statement ran (and could not cancel it) still rolls back.
-      if (options.signal?.aborted) {
-        await record
-        throw new Error('interrupted')
-      }
-      // Pipelined: if the insert fails, the server turns this COMMIT into a rollback.
-      await Promise.all([record, reserved`commit`])
+      record = recordMigration(reserved, {id: migration.id, checksum: migration.checksum, durationMs, appliedBy: options.appliedBy})
     }
+    // A Ctrl-C that came while the last statement ran (and could not cancel it) still rolls back.
+    if (options.signal?.aborted) {
+      await record
+      throw new Error('interrupted')
+    }
+    // Pipelined: if the insert fails, the server turns this COMMIT into a rollback.
+    await Promise.all([record, reserved`commit`])
   } catch (error) {
     if (sessionSurvives(error)) await reserved`rollback`.catch(() => undefined)
     throw error
