@@ -18,8 +18,10 @@ export function tempDir(): string {
   return mkdtempSync(path.join(tmpdir(), 'tw-db-backup-'))
 }
 
-/** A migrated database holding Template Worker data of every shape. */
-export async function seededDatabase(server: TestServer): Promise<TestDatabase> {
+/** Per server, the migrated and seeded database every seededDatabase() copies. */
+const seededTemplates = new Map<TestServer, Promise<string>>()
+
+async function seedTemplate(server: TestServer): Promise<string> {
   const db = await server.createDatabase()
   const migrate = await runCli(['migrate', '--database-url', db.url])
   assert.equal(migrate.code, 0, migrate.stderr)
@@ -33,7 +35,18 @@ export async function seededDatabase(server: TestServer): Promise<TestDatabase> 
     insert into tenant_state (owner_id, owner_type, events, banned, data)
     select 'guild-' || g, 'guild', array['MESSAGE', 'INTERACTION'], g % 5 = 0, jsonb_build_object('n', g, 'quote', 'it''s "fine"')
     from generate_series(1, 50) g`
-  return db
+  // CREATE DATABASE … TEMPLATE needs the template to have no connections.
+  await db.sql.end()
+  return db.name
+}
+
+/**
+ * A migrated database holding Template Worker data of every shape: a copy of
+ * one seeded per server, so each test costs a file copy instead of a migrate run.
+ */
+export async function seededDatabase(server: TestServer): Promise<TestDatabase> {
+  if (!seededTemplates.has(server)) seededTemplates.set(server, seedTemplate(server))
+  return server.createDatabase(await seededTemplates.get(server)!)
 }
 
 /** A checksum of all Template Worker data, to compare databases after a round trip. */

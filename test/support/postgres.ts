@@ -47,7 +47,8 @@ export interface TestServer {
   adminUrl: string
   admin: postgres.Sql
   dataDir?: string
-  createDatabase(): Promise<TestDatabase>
+  /** A new database; a copy of `template` (which nothing may be connected to) when given. */
+  createDatabase(template?: string): Promise<TestDatabase>
   stop(): Promise<void>
 }
 
@@ -197,9 +198,9 @@ function makeServer(base: Omit<TestServer, 'createDatabase' | 'stop'>, stop: () 
   const databases: TestDatabase[] = []
   return {
     ...base,
-    async createDatabase() {
+    async createDatabase(template?: string) {
       const name = `t_${randomBytes(6).toString('hex')}`
-      await base.admin.unsafe(`create database ${name}`)
+      await base.admin.unsafe(`create database ${name}${template ? ` template ${template}` : ''}`)
       await base.admin.unsafe(`grant all on database ${name} to ${PASSWORD_ROLE}`)
       const url = withDatabase(base.adminUrl, name)
       const sql = postgres(url, {max: 2, onnotice: () => undefined})
