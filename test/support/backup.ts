@@ -7,7 +7,7 @@ import path from 'node:path'
 
 import type postgres from 'postgres'
 
-import {BIN, EMPTY_DIR, runCli} from './cli.js'
+import {BIN, EMPTY_DIR, cleanEnv, runCli} from './cli.js'
 import type {TestDatabase, TestServer} from './postgres.js'
 
 /** The pg_dump on PATH, which the backup tests run against servers it supports. */
@@ -60,7 +60,7 @@ export async function dataChecksum(sql: postgres.Sql): Promise<string> {
 /** Runs the CLI with stdout going to a file (as `tw-db backup > FILE` would). */
 export function runToFile(args: string[], file: string): Promise<{code: number | null; stderr: string}> {
   const out = openSync(file, 'w')
-  const child = spawn(process.execPath, [BIN, ...args], {cwd: EMPTY_DIR, env: {PATH: process.env.PATH, HOME: process.env.HOME, NO_COLOR: '1'}, stdio: ['ignore', out, 'pipe']})
+  const child = spawn(process.execPath, [BIN, ...args], {cwd: EMPTY_DIR, env: cleanEnv(), stdio: ['ignore', out, 'pipe']})
   closeSync(out)
   let stderr = ''
   child.stderr!.on('data', (chunk) => (stderr += chunk))
@@ -69,7 +69,7 @@ export function runToFile(args: string[], file: string): Promise<{code: number |
 
 /** Runs a command under a pseudo-terminal (util-linux script), typing `input`. */
 export function runInTerminal(command: string, input: string): Promise<{code: number | null; output: string}> {
-  const child = spawn('script', ['-qec', command, '/dev/null'], {cwd: EMPTY_DIR, env: {PATH: process.env.PATH, HOME: process.env.HOME, NO_COLOR: '1', TERM: 'dumb'}})
+  const child = spawn('script', ['-qec', command, '/dev/null'], {cwd: EMPTY_DIR, env: cleanEnv({TERM: 'dumb'})})
   let output = ''
   child.stdout.on('data', (chunk) => (output += chunk))
   child.stdin.end(input)

@@ -26,7 +26,7 @@ export interface CliOptions {
 }
 
 /** Only what a user's shell would hold: no DATABASE_URL, PG* or CI leaking from the test runner. */
-function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {PATH: process.env.PATH, HOME: process.env.HOME, NO_COLOR: '1', LANG: 'C.UTF-8'}
   for (const [key, value] of Object.entries(extra)) {
     if (value === undefined) delete env[key]
