@@ -68,8 +68,11 @@ export function parseJson<T = any>(result: CliResult): T {
   }
 }
 
-/** Polls `condition` every 100 ms until it holds; fails after `timeoutMs`. Use instead of fixed sleeps. */
-export async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+/**
+ * Polls `condition` every 100 ms until it holds; fails after `timeoutMs`. Use instead of fixed sleeps.
+ * The default is generous: on a loaded 2-core machine, starting tw-db and its pg_dump once took over 20 s.
+ */
+export async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error('condition not met in time')
