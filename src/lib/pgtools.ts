@@ -48,24 +48,59 @@ export function parseToolVersion(output: string): {version: string; major: numbe
   return {version: match[2] === undefined ? match[1] : `${match[1]}.${match[2]}`, major: Number(match[1])}
 }
 
-/** Every installed copy of a tool, with its version, best first (newest; a real binary before a wrapper). */
-export async function findTools(name: PgToolName, pgBinDir?: string, env: NodeJS.ProcessEnv = process.env): Promise<PgTool[]> {
+interface InstalledCopy {
+  file: string
+  /** Debian's pg_wrapper and the like: a differently named program that runs one of the real ones. */
+  wrapper: boolean
+  /** Position of its directory in the search order. */
+  order: number
+}
+
+/** Every installed copy of a tool, one per real file, in search order. */
+async function installedCopies(name: PgToolName, pgBinDir: string | undefined, env: NodeJS.ProcessEnv): Promise<InstalledCopy[]> {
   const seen = new Set<string>()
-  const found: Array<PgTool & {wrapper: boolean; order: number}> = []
-  const dirs = await candidateDirs(pgBinDir, env)
-  for (const [order, dir] of dirs.entries()) {
+  const copies: InstalledCopy[] = []
+  for (const [order, dir] of (await candidateDirs(pgBinDir, env)).entries()) {
     const file = path.join(dir, name)
     const real = await realpath(file).catch(() => undefined)
     if (!real || seen.has(real)) continue
     seen.add(real)
     if (!(await stat(real).then((s) => s.isFile()).catch(() => false))) continue
-    const output = await execFileAsync(file, ['--version'], {timeout: 10_000}).then((r) => r.stdout, () => '')
-    const version = parseToolVersion(output)
-    if (!version) continue
-    found.push({name, path: file, ...version, wrapper: path.basename(real) !== name, order})
+    copies.push({file, wrapper: path.basename(real) !== name, order})
   }
+  return copies
+}
+
+/** Asks each copy its version, all at once; copies that give none are dropped. */
+async function probe(name: PgToolName, copies: InstalledCopy[]): Promise<Array<PgTool & InstalledCopy>> {
+  const probed = await Promise.all(
+    copies.map(async (copy) => {
+      const output = await execFileAsync(copy.file, ['--version'], {timeout: 10_000}).then((r) => r.stdout, () => '')
+      const version = parseToolVersion(output)
+      return version ? {name, path: copy.file, ...version, ...copy} : undefined
+    }),
+  )
+  return probed.filter((tool) => tool !== undefined)
+}
+
+/**
+ * Installed copies of a tool with their versions, best first (newest; a real
+ * binary before a wrapper). Wrappers are asked only when the real binaries
+ * found are not `enough`: Debian's pg_wrapper is a Perl script that takes
+ * 60 to 110 ms to answer --version, only to run one of the
+ * /usr/lib/postgresql/N/bin binaries that are searched directly anyway.
+ */
+export async function findTools(
+  name: PgToolName,
+  pgBinDir?: string,
+  env: NodeJS.ProcessEnv = process.env,
+  enough: (realBinaries: PgTool[]) => boolean = (realBinaries) => realBinaries.length > 0,
+): Promise<PgTool[]> {
+  const copies = await installedCopies(name, pgBinDir, env)
+  const real = await probe(name, copies.filter((copy) => !copy.wrapper))
+  const found = enough(real) ? real : [...real, ...(await probe(name, copies.filter((copy) => copy.wrapper)))]
   found.sort((a, b) => b.major - a.major || Number(a.wrapper) - Number(b.wrapper) || a.order - b.order)
-  return found.map(({wrapper: _wrapper, order: _order, ...tool}) => tool)
+  return found.map((tool) => ({name: tool.name, path: tool.path, version: tool.version, major: tool.major}))
 }
 
 /**
@@ -73,8 +108,9 @@ export async function findTools(name: PgToolName, pgBinDir?: string, env: NodeJS
  * refuses older-or-equal servers only). Fails naming every copy found.
  */
 export async function pickTool(name: PgToolName, serverMajor: number, serverVersion: string, pgBinDir?: string): Promise<PgTool> {
-  const tools = await findTools(name, pgBinDir)
-  const fit = tools.find((tool) => tool.major >= serverMajor)
+  const fits = (tool: PgTool) => tool.major >= serverMajor
+  const tools = await findTools(name, pgBinDir, process.env, (realBinaries) => realBinaries.some(fits))
+  const fit = tools.find(fits)
   if (fit) return fit
   const list = tools.length > 0 ? tools.map((t) => `${t.path} (${t.version})`).join(', ') : 'none'
   throw new TwDbError('E_PG_TOOL', `no ${name} can handle PostgreSQL ${serverVersion}: it needs ${name} ${serverMajor} or newer; found: ${list}`, {
