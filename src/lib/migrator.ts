@@ -55,7 +55,7 @@ export function plan(migrations: readonly Migration[], ledger: readonly LedgerRo
       continue
     }
     // A row without checksum was written by the Rust worker: applied, nothing to compare.
-    const modified = row.checksum !== null && row.checksum !== migration.checksum
+    const modified = row.checksum !== null && row.checksum !== migration.checksum && !migration.replacedChecksums.includes(row.checksum)
     entries.push({id: migration.id, state: modified ? 'modified' : 'applied', migration, ledger: row})
     if (modified) problems.push({kind: 'modified', id: migration.id, recorded: row.checksum!, current: migration.checksum})
     lastApplied = migration.id

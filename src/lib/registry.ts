@@ -15,6 +15,12 @@ export interface Migration {
   readonly transaction: boolean
   /** SHA-256 (hex) of the file with CRLF normalised to LF. */
   readonly checksum: string
+  /**
+   * Checksums of earlier versions of this file that did the same thing
+   * (`-- replaces-checksum: …` header lines): a ledger row holding one of
+   * them is this migration, applied, not a modified one.
+   */
+  readonly replacedChecksums: readonly string[]
   readonly sql: string
   /** Path of the file, for messages. */
   readonly file: string
@@ -24,7 +30,8 @@ export interface Migration {
 export const BUNDLED_MIGRATIONS_DIR = fileURLToPath(new URL('../../src/migrations/', import.meta.url))
 
 const FILE_NAME = /^(\d{4})_([a-z0-9_]+)\.sql$/
-const HEADER_LINE = /^--\s*(description|transaction)\s*:\s*(.*?)\s*$/
+const HEADER_LINE = /^--\s*(description|transaction|replaces-checksum)\s*:\s*(.*?)\s*$/
+const CHECKSUM = /^[0-9a-f]{64}$/
 
 export interface MigrationSource {
   /** The file name (for NNNN and id) and its raw bytes. */
@@ -91,24 +98,30 @@ export function parseMigration(source: MigrationSource): Migration {
     description: header.description,
     transaction: header.transaction,
     checksum: createHash('sha256').update(normalised).digest('hex'),
+    replacedChecksums: header.replacedChecksums,
     sql,
     file: source.file,
   }
 }
 
-function parseHeader(sql: string, file: string): {description?: string; transaction: boolean} {
+function parseHeader(sql: string, file: string): {description?: string; transaction: boolean; replacedChecksums: string[]} {
   let description: string | undefined
   let transaction = true
+  const replacedChecksums: string[] = []
   for (const line of sql.split('\n')) {
     if (line.trim() === '') continue
     if (!line.startsWith('--')) break
     const match = HEADER_LINE.exec(line)
     if (!match) continue
-    if (match[1] === 'description') description = match[2] || undefined
-    else if (match[2] === 'false' || match[2] === 'true') transaction = match[2] === 'true'
-    else throw registryError(file, `"-- transaction:" must be true or false, got "${match[2]}"`)
+    const [, key, value] = match
+    if (key === 'description') description = value || undefined
+    else if (key === 'replaces-checksum') {
+      if (!CHECKSUM.test(value)) throw registryError(file, `"-- replaces-checksum:" must be a SHA-256 in 64 lowercase hex digits, got "${value}"`)
+      replacedChecksums.push(value)
+    } else if (value === 'false' || value === 'true') transaction = value === 'true'
+    else throw registryError(file, `"-- transaction:" must be true or false, got "${value}"`)
   }
-  return {description, transaction}
+  return {description, transaction, replacedChecksums}
 }
 
 function stripComments(sql: string): string {

@@ -1,4 +1,9 @@
 -- description: Create the legacy key-value table on an empty database, then convert every value from KhronosValue v1 to v2
+-- replaces-checksum: 2766556f009145ec2da65d87795541cf8f5a75cfdad9ea24af35a6a98b823c85
+
+-- The checksum above is this file's first version (a recursive plpgsql
+-- function returning jsonb), which converts exactly the same way: databases
+-- it migrated stay up to date.
 
 -- An empty database gets the table the Rust worker's first schema had, so
 -- every later migration starts from the same place.
@@ -25,58 +30,90 @@ BEGIN
 END
 $$;
 
--- KhronosValue v1 (untagged) -> v2 (externally tagged), recursively.
--- A temporary function: it exists only for this migration's session.
-CREATE FUNCTION pg_temp.khronos_v1_to_v2(v jsonb, row_id text) RETURNS jsonb
+-- KhronosValue v1 (untagged) -> v2 (externally tagged), recursively, in one
+-- set-based UPDATE. Two choices make it about 1.75x faster than a recursive
+-- plpgsql function returning jsonb (bench/README.md): each v2 value is built
+-- as JSON text and parsed once (a jsonb built level by level is copied again
+-- at every level above it), and containers up to five levels deep are
+-- converted by subqueries nested in the UPDATE itself instead of function
+-- calls that each plan and run a query through SPI.
+-- The functions are temporary: they exist only for this migration's session.
+
+-- The two errors, which abort the migration and name the row.
+CREATE FUNCTION pg_temp.khronos_reject(v jsonb, row_id text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $fn$
-DECLARE
-  n numeric;
-  magnitude numeric;
 BEGIN
-  CASE jsonb_typeof(v)
-    WHEN 'null' THEN
-      RETURN '{"Null": null}'::jsonb;
-    WHEN 'boolean' THEN
-      RETURN jsonb_build_object('Boolean', v);
-    WHEN 'string' THEN
-      RETURN jsonb_build_object('Text', v);
-    WHEN 'number' THEN
-      n := v::numeric;
-      magnitude := abs(n);
-      IF scale(n) = 0 AND magnitude < 9007199254740992 THEN          -- 2^53
-        RETURN jsonb_build_object('Integer', v);
-      ELSIF scale(n) = 0 AND magnitude < 18446744073709551616 THEN   -- 2^64
-        RAISE EXCEPTION 'khronosvalue_v2: row id %: integer % is outside the safe range (abs must be < 2^53)', row_id, n
-          USING ERRCODE = 'numeric_value_out_of_range',
-                HINT = 'Store it as a string or a float in the application, then run the migration again.';
-      END IF;
-      RETURN jsonb_build_object('Float', v);
-    WHEN 'array' THEN
-      RETURN jsonb_build_object('List', COALESCE(
-        (SELECT jsonb_agg(pg_temp.khronos_v1_to_v2(item, row_id) ORDER BY ord)
-           FROM jsonb_array_elements(v) WITH ORDINALITY AS e(item, ord)),
-        '[]'::jsonb));
-    ELSE -- object
-      CASE v ->> '___khronosValType___'
-        WHEN 'vector' THEN RETURN jsonb_build_object('Vector', v -> 'value');
-        WHEN 'timestamptz' THEN RETURN jsonb_build_object('Timestamptz', v -> 'value');
-        WHEN 'interval' THEN RETURN jsonb_build_object('Interval', v -> 'value');
-        WHEN 'timezone' THEN RETURN jsonb_build_object('TimeZone', v -> 'value');
-        WHEN 'buffer' THEN
-          RAISE EXCEPTION 'khronosvalue_v2: row id %: buffer values are not supported in v2', row_id
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Buffers must use the blob API: move this value there (or delete the row), then run the migration again.';
-        ELSE
-          RETURN jsonb_build_object('Map', COALESCE(
-            (SELECT jsonb_agg(jsonb_build_array(jsonb_build_object('Text', key), pg_temp.khronos_v1_to_v2(value, row_id)) ORDER BY ord)
-               FROM jsonb_each(v) WITH ORDINALITY AS e(key, value, ord)),
-            '[]'::jsonb));
-      END CASE;
-  END CASE;
+  IF jsonb_typeof(v) = 'number' THEN
+    RAISE EXCEPTION 'khronosvalue_v2: row id %: integer % is outside the safe range (abs must be < 2^53)', row_id, v::numeric
+      USING ERRCODE = 'numeric_value_out_of_range',
+            HINT = 'Store it as a string or a float in the application, then run the migration again.';
+  END IF;
+  RAISE EXCEPTION 'khronosvalue_v2: row id %: buffer values are not supported in v2', row_id
+    USING ERRCODE = 'invalid_parameter_value',
+          HINT = 'Buffers must use the blob API: move this value there (or delete the row), then run the migration again.';
 END
 $fn$;
 
--- One set-based statement: every row converts or none does.
-UPDATE guild_templates_kv SET value = pg_temp.khronos_v1_to_v2(value, id);
+-- The SQL expression (of type text) converting the jsonb expression `v` of the
+-- row `row_id`. Scalars and tagged values are converted in place; containers
+-- by subqueries nested up to `levels` deep, and below that by
+-- pg_temp.khronos_v1_to_v2, which is built from this expression too. Numbers:
+-- an integer (scale 0) below 2^53 in magnitude is an Integer, one from 2^53
+-- to 2^64 is refused, every other number is a Float.
+CREATE FUNCTION pg_temp.khronos_expression(v text, row_id text, levels int) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+  item text := 'item' || levels;      -- one alias per level, so nested subqueries never shadow each other
+  member text := 'member' || levels;
+  list text := format('pg_temp.khronos_v1_to_v2(%s, %s)', v, row_id);
+  map text := list;
+BEGIN
+  IF levels > 0 THEN
+    list := format($expr$'{"List":[' || COALESCE(
+      (SELECT string_agg(%s, ',' ORDER BY %2$s.ord) FROM jsonb_array_elements(%3$s) WITH ORDINALITY AS %2$s(value, ord)),
+      '') || ']}'$expr$,
+      pg_temp.khronos_expression(item || '.value', row_id, levels - 1), item, v);
+    map := format($expr$'{"Map":[' || COALESCE(
+      (SELECT string_agg('[{"Text":' || to_jsonb(%2$s.key)::text || '},' || %1$s || ']', ',' ORDER BY %2$s.ord)
+         FROM jsonb_each(%3$s) WITH ORDINALITY AS %2$s(key, value, ord)),
+      '') || ']}'$expr$,
+      pg_temp.khronos_expression(member || '.value', row_id, levels - 1), member, v);
+  END IF;
+  RETURN format($expr$CASE jsonb_typeof(%1$s)
+  WHEN 'null' THEN '{"Null":null}'
+  WHEN 'boolean' THEN '{"Boolean":' || %1$s::text || '}'
+  WHEN 'string' THEN '{"Text":' || %1$s::text || '}'
+  WHEN 'number' THEN CASE
+    WHEN scale(%1$s::numeric) <> 0 OR abs(%1$s::numeric) >= 18446744073709551616 THEN '{"Float":' || %1$s::text || '}'
+    WHEN abs(%1$s::numeric) < 9007199254740992 THEN '{"Integer":' || %1$s::text || '}'
+    ELSE pg_temp.khronos_reject(%1$s, %2$s) END
+  WHEN 'array' THEN %3$s
+  ELSE CASE %1$s ->> '___khronosValType___'
+    WHEN 'vector' THEN '{"Vector":' || (%1$s -> 'value')::text || '}'
+    WHEN 'timestamptz' THEN '{"Timestamptz":' || (%1$s -> 'value')::text || '}'
+    WHEN 'interval' THEN '{"Interval":' || (%1$s -> 'value')::text || '}'
+    WHEN 'timezone' THEN '{"TimeZone":' || (%1$s -> 'value')::text || '}'
+    WHEN 'buffer' THEN pg_temp.khronos_reject(%1$s, %2$s)
+    ELSE %4$s
+  END
+END$expr$, v, row_id, list, map);
+END
+$fn$;
+
+DO $$
+BEGIN
+  -- Containers deeper than five levels go through this function, one level per
+  -- call: each call runs its whole plan, so that plan must stay small.
+  EXECUTE format(
+    'CREATE FUNCTION pg_temp.khronos_v1_to_v2(v jsonb, row_id text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS %L',
+    format('BEGIN RETURN %s; END', pg_temp.khronos_expression('v', 'row_id', 1)));
+  -- One set-based statement: every row converts or none does.
+  EXECUTE format(
+    'UPDATE guild_templates_kv SET value = (%s)::jsonb',
+    pg_temp.khronos_expression('guild_templates_kv.value', 'guild_templates_kv.id', 5));
+END
+$$;
 
 DROP FUNCTION pg_temp.khronos_v1_to_v2(jsonb, text);
+DROP FUNCTION pg_temp.khronos_expression(text, text, int);
+DROP FUNCTION pg_temp.khronos_reject(jsonb, text);

@@ -42,6 +42,12 @@ const CASES: Array<[string, string, string]> = [
     '[[{"k": [null, {"___khronosValType___": "vector", "value": [0, 0, 1]}]}]]',
     '{"List": [{"List": [{"Map": [[{"Text": "k"}, {"List": [{"Null": null}, {"Vector": [0, 0, 1]}]}]]}]}]}',
   ],
+  [
+    // Containers deeper than the five levels the UPDATE converts inline go through the recursive function.
+    'deeper-than-inline',
+    '[[[[[[{"k": [1.5, {"___khronosValType___": "timezone", "value": "UTC"}, [], {}]}]]]]]]',
+    '{"List": [{"List": [{"List": [{"List": [{"List": [{"List": [{"Map": [[{"Text": "k"}, {"List": [{"Float": 1.5}, {"TimeZone": "UTC"}, {"List": []}, {"Map": []}]}]]}]}]}]}]}]}]}',
+  ],
 ]
 
 for (const major of testMajors()) {
@@ -78,6 +84,8 @@ for (const major of testMajors()) {
       ['a buffer', 'row-with-buffer', '{"ok": 1, "blob": {"___khronosValType___": "buffer", "value": [1, 2]}}', /buffer values are not supported.*blob API/s],
       ['an integer beyond 2^53', 'row-with-big-int', '[1, 9007199254740993]', /integer 9007199254740993 is outside the safe range/],
       ['a negative integer beyond -2^53', 'row-with-negative-big-int', '{"n": -9007199254740992}', /integer -9007199254740992 is outside the safe range/],
+      ['an integer beyond 2^53 nested deeper than the inline levels', 'row-with-deep-big-int', '[[[[[[[9007199254740993]]]]]]]', /integer 9007199254740993 is outside the safe range/],
+      ['a buffer nested deeper than the inline levels', 'row-with-deep-buffer', '{"a": [[[[[{"___khronosValType___": "buffer", "value": []}]]]]]}', /buffer values are not supported.*blob API/s],
     ] as const) {
       it(`aborts on ${label}, names the row id, and changes nothing`, async () => {
         const db = await servers.get(major)!.createDatabase()

@@ -14,6 +14,7 @@ function migration(n: number, id: string): Migration {
     description: `Migration ${id}`,
     transaction: true,
     checksum: `${id}-checksum`.padEnd(64, '0'),
+    replacedChecksums: [],
     sql: `select ${n};`,
     file: `/registry/${prefix}_${id}.sql`,
   }
@@ -79,6 +80,16 @@ describe('plan', () => {
     assert.equal(p.entries[1].state, 'modified')
     assert.deepEqual(p.problems, [{kind: 'modified', id: 'kv_generic', recorded: changed, current: M2.checksum}])
     assert.deepEqual(p.pending.map((m) => m.id), ['tenantstate', 'cleanup_v8', 'drop_tenant_kv_expires_at'])
+  })
+
+  it('takes a ledger row holding a checksum the file replaces as applied, and any other as modified', () => {
+    const earlier = 'e'.repeat(64)
+    const rewritten = {...M2, replacedChecksums: [earlier]}
+    const p = plan([M1, rewritten], [recorded(M1), row('kv_generic', {checksum: earlier})])
+    assert.equal(p.entries[1].state, 'applied')
+    assert.deepEqual(p.problems, [])
+    const other = plan([M1, rewritten], [recorded(M1), row('kv_generic', {checksum: 'f'.repeat(64)})])
+    assert.equal(other.entries[1].state, 'modified')
   })
 
   it('lists ledger rows the registry does not know as unknown, after the registry entries', () => {

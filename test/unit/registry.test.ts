@@ -115,6 +115,15 @@ describe('parseMigration', () => {
     assert.match(error.message, /"maybe"/)
   })
 
+  it('reads every "-- replaces-checksum:" line, and refuses one that is not a SHA-256', () => {
+    const [a, b] = ['a'.repeat(64), '0123456789abcdef'.repeat(4)]
+    const m = parseMigration(source('0005_x.sql', `-- description: x\n-- replaces-checksum: ${a}\n-- replaces-checksum:${b}\nSELECT 1;\n`))
+    assert.deepEqual(m.replacedChecksums, [a, b])
+    assert.deepEqual(parseMigration(source('0005_x.sql', SIMPLE)).replacedChecksums, [])
+    const error = registryFailure(() => parseMigration(source('0005_bad.sql', '-- description: x\n-- replaces-checksum: 2766556f\nSELECT 1;\n')))
+    assert.match(error.message, /0005_bad\.sql.*replaces-checksum.*"2766556f"/)
+  })
+
   it('refuses a file that holds no SQL besides comments', () => {
     const error = registryFailure(() => parseMigration(source('0004_empty.sql', '-- description: Nothing\n-- just a note\n\n')))
     assert.match(error.message, /\/registry\/0004_empty\.sql/)
