@@ -59,7 +59,8 @@ $fn$;
 -- by subqueries nested up to `levels` deep, and below that by
 -- pg_temp.khronos_v1_to_v2, which is built from this expression too. Numbers:
 -- an integer (scale 0) below 2^53 in magnitude is an Integer, one from 2^53
--- to 2^64 is refused, every other number is a Float.
+-- to 2^64 is refused, every other number is a Float. Every branch must give
+-- text, never NULL: string_agg would silently drop a NULL element.
 CREATE FUNCTION pg_temp.khronos_expression(v text, row_id text, levels int) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $fn$
 DECLARE
@@ -89,10 +90,10 @@ BEGIN
     ELSE pg_temp.khronos_reject(%1$s, %2$s) END
   WHEN 'array' THEN %3$s
   ELSE CASE %1$s ->> '___khronosValType___'
-    WHEN 'vector' THEN '{"Vector":' || (%1$s -> 'value')::text || '}'
-    WHEN 'timestamptz' THEN '{"Timestamptz":' || (%1$s -> 'value')::text || '}'
-    WHEN 'interval' THEN '{"Interval":' || (%1$s -> 'value')::text || '}'
-    WHEN 'timezone' THEN '{"TimeZone":' || (%1$s -> 'value')::text || '}'
+    WHEN 'vector' THEN '{"Vector":' || COALESCE(%1$s -> 'value', 'null')::text || '}'
+    WHEN 'timestamptz' THEN '{"Timestamptz":' || COALESCE(%1$s -> 'value', 'null')::text || '}'
+    WHEN 'interval' THEN '{"Interval":' || COALESCE(%1$s -> 'value', 'null')::text || '}'
+    WHEN 'timezone' THEN '{"TimeZone":' || COALESCE(%1$s -> 'value', 'null')::text || '}'
     WHEN 'buffer' THEN pg_temp.khronos_reject(%1$s, %2$s)
     ELSE %4$s
   END

@@ -30,6 +30,7 @@ const CASES: Array<[string, string, string]> = [
   ['timestamptz', '{"___khronosValType___": "timestamptz", "value": "2024-05-01T12:00:00Z"}', '{"Timestamptz": "2024-05-01T12:00:00Z"}'],
   ['interval', '{"___khronosValType___": "interval", "value": {"secs": 5, "nanos": 0}}', '{"Interval": {"secs": 5, "nanos": 0}}'],
   ['timezone', '{"___khronosValType___": "timezone", "value": "Europe/Paris"}', '{"TimeZone": "Europe/Paris"}'],
+  ['tagged-without-value', '[1, {"___khronosValType___": "timezone"}]', '{"List": [{"Integer": 1}, {"TimeZone": null}]}'],
   ['unknown-tag-is-a-map', '{"___khronosValType___": "other", "value": 1}', '{"Map": [[{"Text": "value"}, {"Integer": 1}], [{"Text": "___khronosValType___"}, {"Text": "other"}]]}'],
   ['map-in-jsonb-key-order', '{"bb": 1, "a": true}', '{"Map": [[{"Text": "a"}, {"Boolean": true}], [{"Text": "bb"}, {"Integer": 1}]]}'],
   [
