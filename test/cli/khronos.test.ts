@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
+import {readFileSync} from 'node:fs'
+import path from 'node:path'
 import {describe, it} from 'node:test'
 
-import {runCli} from '../support/cli.js'
+import {FIXTURES, runCli} from '../support/cli.js'
 import {testMajors, useServers} from '../support/postgres.js'
 import {createLegacyTable, ledgerRows, tableExists} from '../support/schema.js'
 
@@ -51,6 +53,46 @@ const CASES: Array<[string, string, string]> = [
   ],
 ]
 
+/** The first released conversion (a recursive plpgsql function), the reference for random values. */
+const FIRST_VERSION = readFileSync(path.join(FIXTURES, 'khronos-first-version.sql'), 'utf8')
+
+/**
+ * Random v1 values, nested up to 9 deep, made to hit the odd corners: keys
+ * with quotes, backslashes, newlines and unicode; number lexemes that jsonb
+ * keeps (-0, 0.0, 1.50, 1e-7); unknown and non-string tags; tagged values
+ * with no "value" or with extra keys. Seeded (mulberry32): the same values
+ * on every run.
+ */
+function randomV1Values(count: number, seed: number): string[] {
+  const next = () => {
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]
+  const keys = ['', 'a', 'a"b', 'back\\slash', 'new\nline', 'ключ ✓', 'value', '___khronosValType___', '1']
+  const numbers = ['0', '-0', '0.0', '1e-7', '1.50', '-2.5e3', '9007199254740991', '-9007199254740991', '18446744073709551616', '1e30', '42']
+  const tags: unknown[] = ['vector', 'timestamptz', 'interval', 'timezone', 'other', 5, null]
+  const value = (depth: number): string => {
+    const roll = next()
+    const children = () => Array.from({length: Math.floor(next() * 4)}, () => value(depth - 1))
+    if (depth > 0 && roll < 0.25) return `[${children().join(', ')}]`
+    if (depth > 0 && roll < 0.5) return `{${children().map((child) => `${JSON.stringify(pick(keys))}: ${child}`).join(', ')}}`
+    if (roll < 0.6) {
+      const members = [`"___khronosValType___": ${JSON.stringify(pick(tags))}`]
+      if (next() < 0.8) members.push(`"value": ${value(Math.min(depth, 2))}`)
+      if (next() < 0.2) members.push('"extra": 1')
+      return `{${members.join(', ')}}`
+    }
+    if (roll < 0.75) return pick(numbers)
+    if (roll < 0.85) return JSON.stringify(`${pick(keys)}${pick(['', ' é', ' "q"', ' \\'])}`)
+    if (roll < 0.92) return pick(['true', 'false'])
+    return 'null'
+  }
+  return Array.from({length: count}, () => value(1 + Math.floor(next() * 9)))
+}
+
 for (const major of testMajors()) {
   describe(`KhronosValue v1 -> v2 on PostgreSQL ${major}`, () => {
     it('converts a legacy database value by value exactly as the table says, touching no other column', async () => {
@@ -79,6 +121,25 @@ for (const major of testMajors()) {
       assert.deepEqual(after, before)
       const [{owners}] = await db.sql`select count(*)::int as owners from tenant_kv where owner_id = 'g' and owner_type = 'guild'`
       assert.equal(owners, CASES.length)
+    })
+
+    it('converts 2,000 random values exactly as the first released version of the migration did', async () => {
+      const db = await servers.get(major)!.createDatabase()
+      await createLegacyTable(db.sql)
+      const values = randomV1Values(2000, major)
+      await db.sql`
+        insert into guild_templates_kv (id, guild_id, key, value)
+        select 'r' || n, 'g', 'k' || n, v::jsonb from unnest(${values}::text[]) with ordinality as u(v, n)`
+      const expected = await db.sql.begin(async (tx) => {
+        await tx.unsafe(FIRST_VERSION)
+        return tx<Array<{id: string; text: string}>>`select id, pg_temp.khronos_v1_to_v2(value, id)::text as text from guild_templates_kv order by id`
+      })
+
+      const result = await runCli(['migrate', '--database-url', db.url])
+      assert.equal(result.code, 0, result.stderr)
+      const converted = await db.sql<Array<{id: string; text: string}>>`select id, value::text as text from tenant_kv order by id`
+      assert.equal(converted.length, values.length)
+      for (const [index, row] of converted.entries()) assert.deepEqual(row, {...expected[index]}, `row ${row.id}`)
     })
 
     for (const [label, id, bad, reason] of [
