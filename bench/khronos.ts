@@ -11,6 +11,7 @@ import {pipeline} from 'node:stream/promises'
 import postgres from 'postgres'
 
 import type {TestServer} from '../test/support/postgres.js'
+import {seededRandom} from '../test/support/random.js'
 import {createLegacyTable} from '../test/support/schema.js'
 import {
   BIN,
@@ -42,16 +43,6 @@ const SECTION = 'khronos v1 -> v2'
 const TAG = '___khronosValType___'
 
 // ---------------------------------------------------------------- v1 values
-
-/** mulberry32: the same rows on every run and machine. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const KEYS = ['count', 'enabled', 'name', 'last_seen', 'roles', 'channel', 'settings', 'limits', 'score', 'tags', 'owner', 'expires', 'history', 'prefix', 'x', 'y', '1', '42']
 const WORDS = ['hello', 'antiraid', 'mod-log', 'welcome to the server', 'héllo ✓', 'ban', 'kick', '', 'line one\nline two', 'tab\tseparated', 'quote " and \\ backslash']
@@ -95,7 +86,7 @@ async function fillLegacyTable(url: string, rows: number): Promise<void> {
   const sql = postgres(url, {max: 1, onnotice: () => undefined})
   try {
     await createLegacyTable(sql)
-    const next = random(20_240_501)
+    const next = seededRandom(20_240_501)
     function* lines(): Generator<string> {
       for (let start = 0; start < rows; start += 1000) {
         let batch = ''

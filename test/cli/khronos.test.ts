@@ -5,6 +5,7 @@ import {describe, it} from 'node:test'
 
 import {FIXTURES, runCli} from '../support/cli.js'
 import {testMajors, useServers} from '../support/postgres.js'
+import {seededRandom} from '../support/random.js'
 import {createLegacyTable, ledgerRows, tableExists} from '../support/schema.js'
 
 const servers = useServers()
@@ -60,16 +61,10 @@ const FIRST_VERSION = readFileSync(path.join(FIXTURES, 'khronos-first-version.sq
  * Random v1 values, nested up to 9 deep, made to hit the odd corners: keys
  * with quotes, backslashes, newlines and unicode; number lexemes that jsonb
  * keeps (-0, 0.0, 1.50, 1e-7); unknown and non-string tags; tagged values
- * with no "value" or with extra keys. Seeded (mulberry32): the same values
- * on every run.
+ * with no "value" or with extra keys. Seeded: the same values on every run.
  */
 function randomV1Values(count: number, seed: number): string[] {
-  const next = () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const next = seededRandom(seed)
   const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]
   const keys = ['', 'a', 'a"b', 'back\\slash', 'new\nline', 'ключ ✓', 'value', '___khronosValType___', '1']
   const numbers = ['0', '-0', '0.0', '1e-7', '1.50', '-2.5e3', '9007199254740991', '-9007199254740991', '18446744073709551616', '1e30', '42']
