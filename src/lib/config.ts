@@ -1,8 +1,7 @@
-import {stat} from 'node:fs/promises'
+import {access, stat} from 'node:fs/promises'
 import {userInfo} from 'node:os'
 import path from 'node:path'
 
-import {cosmiconfig} from 'cosmiconfig'
 
 import {EXIT, TwDbError, configError} from './errors.js'
 import {formatConnection, registerSecret} from './redact.js'
@@ -79,6 +78,11 @@ const SEARCH_PLACES = [
   '.tw-dbrc.js',
   'package.json',
 ]
+/**
+ * Files that end cosmiconfig's 'project' walk up the directories, or (in the
+ * working directory) hold its meta config, which may add search places.
+ */
+const COSMICONFIG_MARKERS = ['package.json', 'package.yaml', '.config']
 
 /** Keys tw-db reads, per section; anything else in these sections is a likely typo. */
 const KNOWN_KEYS: Record<string, readonly string[]> = {
@@ -191,6 +195,10 @@ function isTruthy(value: string | undefined): boolean {
 // ---------------------------------------------------------------- the file
 
 async function findConfigFile(configPath: string | undefined, cwd: string): Promise<ConfigFile | undefined> {
+  if (!configPath && !(await mayFindConfigFile(cwd))) return undefined
+  // cosmiconfig is CommonJS: a bundle chunk exports only `default` (module.exports).
+  const loaded = (await import('cosmiconfig')) as typeof import('cosmiconfig') & {default?: typeof import('cosmiconfig')}
+  const {cosmiconfig} = loaded.default ?? loaded
   const explorer = cosmiconfig('tw-db', {
     searchPlaces: SEARCH_PLACES,
     searchStrategy: 'project',
@@ -215,6 +223,24 @@ async function findConfigFile(configPath: string | undefined, cwd: string): Prom
     throw configError(`${result.filepath}: the top level must be a mapping of keys`)
   }
   return {filepath: result.filepath, data: result.config as Record<string, unknown>, twDbOnly: isTwDbOnly(result.filepath)}
+}
+
+/**
+ * Whether cosmiconfig's search from `cwd` could find anything: a search place
+ * or a file that ends or configures its walk, in `cwd` or a directory above.
+ * Importing cosmiconfig costs more than the rest of the configuration, and
+ * most runs (a URL from the environment, no file) have none of these.
+ */
+async function mayFindConfigFile(cwd: string): Promise<boolean> {
+  const names = [...new Set([...SEARCH_PLACES, ...COSMICONFIG_MARKERS])]
+  const exists = (file: string) => access(file).then(() => true, () => false)
+  const dirs = [path.resolve(cwd), process.cwd()]
+  for (let dir = path.resolve(cwd); path.dirname(dir) !== dir; ) {
+    dir = path.dirname(dir)
+    dirs.push(dir)
+  }
+  const found = await Promise.all([...new Set(dirs)].flatMap((dir) => names.map((name) => exists(path.join(dir, name)))))
+  return found.includes(true)
 }
 
 function isTwDbOnly(filepath: string): boolean {

@@ -422,18 +422,26 @@ async function applyInTransaction(
   onStart: (migration: Migration) => void = () => undefined,
 ): Promise<number[]> {
   const durations: number[] = []
-  // Round trips are most of a small migration's cost, so BEGIN goes with SET LOCAL in one
-  // simple query, and the last ledger row with COMMIT in one pipelined write.
+  // Round trips are most of a small migration's cost: BEGIN and SET LOCAL go in one simple
+  // query with the first migration's SQL, and the last ledger row with COMMIT in one
+  // pipelined write. COMMIT stays a query of its own, sent only once the migration has
+  // returned: a tw-db killed before that leaves a transaction the server rolls back.
   // The timeout is an integer number of ms built here, never input text.
-  await reserved.unsafe(`begin; set local lock_timeout = ${Math.round(options.statementLockTimeout * 1000)}`)
+  const begin = `begin; set local lock_timeout = ${Math.round(options.statementLockTimeout * 1000)};\n`
   try {
     let record: Promise<void> | undefined
-    for (const migration of migrations) {
+    for (const [index, migration] of migrations.entries()) {
       // The previous ledger row, before this migration's SQL, so a failure is blamed on the right one.
       await record
       onStart(migration)
+      const prefix = index === 0 ? begin : ''
       const started = performance.now()
-      await cancellable(reserved.unsafe(migration.sql), options.signal)
+      try {
+        await cancellable(reserved.unsafe(prefix + migration.sql), options.signal)
+      } catch (error) {
+        blameFile(error, prefix.length, migration.sql)
+        throw error
+      }
       const durationMs = performance.now() - started
       durations.push(Math.round(durationMs))
       record = recordMigration(reserved, {id: migration.id, checksum: migration.checksum, durationMs, appliedBy: options.appliedBy})
@@ -452,16 +460,25 @@ async function applyInTransaction(
   return durations
 }
 
+/**
+ * Makes PostgreSQL's error position (1-based, in characters, over the query
+ * sent) relative to the migration file, which starts `offset` characters into
+ * that query (negative: the query is a statement that many characters into the file).
+ */
+function blameFile(error: unknown, offset: number, source: string): void {
+  if (!isPgError(error) || !error.position) return
+  const position = Number(error.position) - offset
+  if (position >= 1 && position <= characterOffset(source, source.length)) error.position = String(position)
+  else delete error.position
+}
+
 async function applyWithoutTransaction(reserved: ReservedSql, migration: Migration, options: MigrateOptions): Promise<number[]> {
   const started = performance.now()
   for (const statement of splitStatements(migration.sql)) {
     try {
       await cancellable(reserved.unsafe(statement.sql), options.signal)
     } catch (error) {
-      // Positions are relative to the statement; make them relative to the file.
-      if (isPgError(error) && error.position) {
-        error.position = String(Number(error.position) + characterOffset(migration.sql, statement.offset))
-      }
+      blameFile(error, -characterOffset(migration.sql, statement.offset), migration.sql)
       throw error
     }
   }

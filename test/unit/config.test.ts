@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import {chmodSync, mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {after, describe, it} from 'node:test'
@@ -256,6 +256,30 @@ describe('loadConfig: Template Worker config.yaml', () => {
     const config = await loadConfig({configPath: 'elsewhere.yaml'}, {}, dir)
     assert.equal(config.connection.host, 'explicit-host')
     assert.equal(config.file, path.join(dir, 'elsewhere.yaml'))
+  })
+
+  it('finds a file in a directory above the working directory, when no package.json ends the search first', async () => {
+    // No package.json here: the search walks up from a/b to the directory holding the file.
+    const dir = mkdtempSync(path.join(tmpdir(), 'tw-db-config-'))
+    created.push(dir)
+    const cwd = path.join(dir, 'a', 'b')
+    mkdirSync(cwd, {recursive: true})
+    for (const name of ['tw-db.config.yaml', '.tw-dbrc.json']) {
+      const file = path.join(dir, name)
+      writeFileSync(file, name.endsWith('.json') ? '{"database": {"url": "postgres://u@rc-host/db"}}' : 'database:\n  url: postgres://u@above-host/db\n')
+      const config = await loadConfig({}, {}, cwd)
+      assert.equal(config.connection.host, name.endsWith('.json') ? 'rc-host' : 'above-host')
+      assert.equal(config.file, file)
+      rmSync(file)
+    }
+  })
+
+  it('finds no file (and uses the URL given) in a directory tree holding none', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tw-db-config-'))
+    created.push(dir)
+    const config = await loadConfig({databaseUrl: 'postgres://u@flag-host/db'}, {}, dir)
+    assert.equal(config.file, undefined)
+    assert.equal(config.connection.host, 'flag-host')
   })
 
   it('finds a tw-db key in package.json', async () => {
