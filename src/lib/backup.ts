@@ -7,7 +7,7 @@ import {open, readdir, rename, rm, stat, type FileHandle} from 'node:fs/promises
 import path from 'node:path'
 
 import type {ConnectionConfig} from './config.js'
-import {serverVersion, type ServerVersion, type Sql} from './connection.js'
+import {serverVersion, type Sql} from './connection.js'
 import {TwDbError, usageError} from './errors.js'
 import {readLedger} from './ledger.js'
 import {processExists} from './pids.js'
@@ -69,13 +69,18 @@ export async function backup(sql: Sql, connection: ConnectionConfig, options: Ba
     const stale = await removeStalePartials(path.resolve(options.output))
     if (stale.length > 0) options.onNotice?.(`Removed ${stale.length === 1 ? 'a partial backup' : 'partial backups'} left by a tw-db process that no longer runs: ${stale.join(', ')}`)
   }
-  const server = await serverVersion(sql)
-  const ledger = (await readLedger(sql)) ?? []
-  const lastMigration = ledger.sort((a, b) => (a.appliedAt?.getTime() ?? 0) - (b.appliedAt?.getTime() ?? 0)).at(-1)?.id ?? null
+  const serverAnswer = serverVersion(sql)
+  // pg_dump is looked for (each installed copy asked its version) while the server answers.
+  const [server, ledger, pgDump] = await Promise.all([
+    serverAnswer,
+    readLedger(sql),
+    connection.embedded ? undefined : pickTool('pg_dump', serverAnswer, options.pgBinDir),
+  ])
+  const lastMigration = (ledger ?? []).sort((a, b) => (a.appliedAt?.getTime() ?? 0) - (b.appliedAt?.getTime() ?? 0)).at(-1)?.id ?? null
   const started = performance.now()
   const dumped = connection.embedded
     ? await dumpEmbedded(connection.embedded.dataDir, args, options)
-    : await dumpWithClient(args, connection, server, options)
+    : await dumpWithClient(pgDump!, args, connection, options)
   return {
     format: options.format,
     output: options.output ?? null,
@@ -93,8 +98,7 @@ interface Dumped {
 }
 
 /** The machine's pg_dump, as a child process writing straight to the file or stdout. */
-async function dumpWithClient(args: string[], connection: ConnectionConfig, server: ServerVersion, options: BackupOptions): Promise<Dumped> {
-  const pgDump = await pickTool('pg_dump', server.major, server.version, options.pgBinDir)
+async function dumpWithClient(pgDump: PgTool, args: string[], connection: ConnectionConfig, options: BackupOptions): Promise<Dumped> {
   const bytes = options.output
     ? await dumpToPath(pgDump, args, connection, options.output, options)
     : await dumpToStdout(pgDump, args, connection, options)

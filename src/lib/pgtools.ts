@@ -9,7 +9,7 @@ import path from 'node:path'
 import {promisify} from 'node:util'
 
 import type {ConnectionConfig} from './config.js'
-import {APPLICATION_NAME} from './connection.js'
+import {APPLICATION_NAME, type ServerVersion} from './connection.js'
 import {TwDbError} from './errors.js'
 
 const execFileAsync = promisify(execFile)
@@ -94,11 +94,11 @@ export async function findTools(
   name: PgToolName,
   pgBinDir?: string,
   env: NodeJS.ProcessEnv = process.env,
-  enough: (realBinaries: PgTool[]) => boolean = (realBinaries) => realBinaries.length > 0,
+  enough: (realBinaries: PgTool[]) => boolean | Promise<boolean> = (realBinaries) => realBinaries.length > 0,
 ): Promise<PgTool[]> {
   const copies = await installedCopies(name, pgBinDir, env)
   const real = await probe(name, copies.filter((copy) => !copy.wrapper))
-  const found = enough(real) ? real : [...real, ...(await probe(name, copies.filter((copy) => copy.wrapper)))]
+  const found = (await enough(real)) ? real : [...real, ...(await probe(name, copies.filter((copy) => copy.wrapper)))]
   found.sort((a, b) => b.major - a.major || Number(a.wrapper) - Number(b.wrapper) || a.order - b.order)
   return found.map((tool) => ({name: tool.name, path: tool.path, version: tool.version, major: tool.major}))
 }
@@ -106,15 +106,22 @@ export async function findTools(
 /**
  * The newest tool whose major version is at least the server's (pg_dump
  * refuses older-or-equal servers only). Fails naming every copy found.
+ * `server` may still be on its way: the installed copies are asked their
+ * versions meanwhile.
  */
-export async function pickTool(name: PgToolName, serverMajor: number, serverVersion: string, pgBinDir?: string): Promise<PgTool> {
-  const fits = (tool: PgTool) => tool.major >= serverMajor
-  const tools = await findTools(name, pgBinDir, process.env, (realBinaries) => realBinaries.some(fits))
-  const fit = tools.find(fits)
+type ServerMajor = Pick<ServerVersion, 'major' | 'version'>
+
+export async function pickTool(name: PgToolName, server: ServerMajor | Promise<ServerMajor>, pgBinDir?: string): Promise<PgTool> {
+  const tools = await findTools(name, pgBinDir, process.env, async (realBinaries) => {
+    const {major} = await server
+    return realBinaries.some((tool) => tool.major >= major)
+  })
+  const {major, version} = await server
+  const fit = tools.find((tool) => tool.major >= major)
   if (fit) return fit
   const list = tools.length > 0 ? tools.map((t) => `${t.path} (${t.version})`).join(', ') : 'none'
-  throw new TwDbError('E_PG_TOOL', `no ${name} can handle PostgreSQL ${serverVersion}: it needs ${name} ${serverMajor} or newer; found: ${list}`, {
-    hint: `Install the PostgreSQL ${serverMajor} client (Debian/Ubuntu: apt-get install postgresql-client-${serverMajor} from apt.postgresql.org; macOS: brew install postgresql@${serverMajor}), then point tools.pg_bin_dir or PG_BIN_DIR at its bin directory if it is not on PATH.`,
+  throw new TwDbError('E_PG_TOOL', `no ${name} can handle PostgreSQL ${version}: it needs ${name} ${major} or newer; found: ${list}`, {
+    hint: `Install the PostgreSQL ${major} client (Debian/Ubuntu: apt-get install postgresql-client-${major} from apt.postgresql.org; macOS: brew install postgresql@${major}), then point tools.pg_bin_dir or PG_BIN_DIR at its bin directory if it is not on PATH.`,
   })
 }
 

@@ -48,10 +48,10 @@ describe('findTools and pickTool', () => {
     const savedPath = process.env.PATH
     process.env.PATH = setup.env.PATH
     try {
-      const picked = await pickTool('pg_dump', 97, '97.2')
+      const picked = await pickTool('pg_dump', {major: 97, version: '97.2'})
       assert.equal(picked.path, path.join(setup.wrapperDir, 'pg_dump'))
       assert.equal(picked.major, 97)
-      await assert.rejects(pickTool('pg_dump', 98, '98.0'), (error: Error & {code?: string}) => {
+      await assert.rejects(pickTool('pg_dump', Promise.resolve({major: 98, version: '98.0'})), (error: Error & {code?: string}) => {
         assert.equal(error.code, 'E_PG_TOOL')
         assert.match(error.message, new RegExp(`${path.join(setup.wrapperDir, 'pg_dump')} \\(97\\.2\\)`))
         assert.match(error.message, new RegExp(`${path.join(setup.realDir, 'pg_dump')} \\(96\\.0\\)`))
