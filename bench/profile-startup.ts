@@ -112,7 +112,7 @@ const IMPORTS: ImportCase[] = [
   {specifier: 'chalk'},
   {specifier: 'cosmiconfig'},
   {specifier: 'yaml'},
-  {specifier: 'string-width'},
+  {specifier: 'cli-table3'},
   {specifier: './dist/lib/config.js'},
   {specifier: './dist/base-command.js'},
   {specifier: './dist/commands/status.js'},

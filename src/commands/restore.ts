@@ -32,7 +32,7 @@ export default class Restore extends BaseCommand {
     const result = await restore(sql, config.connection, {source: args.file, clean: flags.clean, force: flags.force, pgBinDir: config.tools.pgBinDir})
     writeErr(`Restored ${result.format} backup from ${result.source} into ${config.connection.display} in ${formatDuration(result.durationMs)}`)
     const status = await readStatus(sql, await loadRegistry())
-    if (!this.jsonEnabled()) writeOut(renderStatus(status))
+    if (!this.jsonEnabled()) writeOut(await renderStatus(status))
     return {restore: result, status}
   }
 }

@@ -22,7 +22,7 @@ export default class Status extends BaseCommand {
     const migrations = await loadRegistry(flags['migrations-dir'])
     const sql = await this.connect(config, {max: 1})
     const report = await readStatus(sql, migrations)
-    if (!this.jsonEnabled()) writeOut(renderStatus(report))
+    if (!this.jsonEnabled()) writeOut(await renderStatus(report))
     if (flags.check && !isUpToDate(report)) {
       const {pending, modified, unknown} = report.summary
       writeErr(`Not up to date: ${pending} pending, ${modified} modified, ${unknown} unknown.`)

@@ -1,5 +1,4 @@
 import {chalkStderr, default as chalk} from 'chalk'
-import stringWidth from 'string-width'
 
 import type {MigrateEvent, MigrateResult, PlannedMigration, StatusReport, StatusRow} from './migrator.js'
 import {describeHolder} from './migrator.js'
@@ -46,11 +45,18 @@ const STATE_COLOURS: Record<StatusRow['state'], (text: string) => string> = {
   unknown: chalk.magenta,
 }
 
-export function renderStatus(report: StatusReport): string {
-  const rows = report.migrations.map((row, index) => {
+export async function renderStatus(report: StatusReport): Promise<string> {
+  const {default: Table} = await import('cli-table3')
+  const table = new Table({
+    head: ['#', 'ID', 'Description', 'State', 'Applied at', 'Duration', 'Checksum'],
+    style: {head: chalk.level > 0 ? ['bold'] : [], border: []},
+    // No rule between rows: one line per migration reads better and greps well.
+    chars: {mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': ''},
+  })
+  report.migrations.forEach((row, index) => {
     // The ledger's checksum for what was applied, the file's for what is pending.
     const shown = row.state === 'pending' ? row.checksum : row.recordedChecksum
-    return [
+    table.push([
       String(index + 1),
       row.id,
       row.description ?? '-',
@@ -58,27 +64,13 @@ export function renderStatus(report: StatusReport): string {
       formatTimestamp(row.appliedAt),
       formatDuration(row.durationMs),
       shown ? shown.slice(0, 12) : '-',
-    ]
+    ])
   })
-  const table = renderTable(['#', 'ID', 'Description', 'State', 'Applied at', 'Duration', 'Checksum'], rows)
   const {applied, pending, modified, unknown} = report.summary
   const summary = [`${applied} applied`, `${pending} pending`]
   if (modified) summary.push(`${modified} modified`)
   if (unknown) summary.push(`${unknown} unknown`)
-  return `${table}\n${summary.join(', ')}`
-}
-
-/**
- * A boxed table, each column as wide as its widest cell (in terminal columns:
- * colour codes take none, wide characters two), one line per row and no rule
- * between rows, so that it reads as a list and greps well.
- */
-export function renderTable(head: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
-  const widths = head.map((title, column) => Math.max(stringWidth(title), ...rows.map((row) => stringWidth(row[column]))))
-  const rule = (left: string, middle: string, right: string) => left + widths.map((width) => '─'.repeat(width + 2)).join(middle) + right
-  const line = (cells: readonly string[], style: (text: string) => string = (text) => text) =>
-    `│${cells.map((cell, column) => style(` ${cell}${' '.repeat(widths[column] - stringWidth(cell))} `)).join('│')}│`
-  return [rule('┌', '┬', '┐'), line(head, chalk.bold), ...rows.map((row) => line(row)), rule('└', '┴', '┘')].join('\n')
+  return `${table.toString()}\n${summary.join(', ')}`
 }
 
 export function renderMigrateEvent(event: MigrateEvent, options: {json: boolean}): void {
