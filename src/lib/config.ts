@@ -2,7 +2,6 @@ import {access, stat} from 'node:fs/promises'
 import {userInfo} from 'node:os'
 import path from 'node:path'
 
-
 import {EXIT, TwDbError, configError} from './errors.js'
 import {formatConnection, registerSecret} from './redact.js'
 
@@ -227,7 +226,8 @@ async function findConfigFile(configPath: string | undefined, cwd: string): Prom
 
 /**
  * Whether cosmiconfig's search from `cwd` could find anything: a search place
- * or a file that ends or configures its walk, in `cwd` or a directory above.
+ * or a file that ends or configures its walk, in `cwd` or a directory above
+ * (or in the process's working directory, where it looks for its meta config).
  * Importing cosmiconfig costs more than the rest of the configuration, and
  * most runs (a URL from the environment, no file) have none of these.
  */

@@ -103,14 +103,14 @@ export async function findTools(
   return found.map((tool) => ({name: tool.name, path: tool.path, version: tool.version, major: tool.major}))
 }
 
+type ServerMajor = Pick<ServerVersion, 'major' | 'version'>
+
 /**
  * The newest tool whose major version is at least the server's (pg_dump
  * refuses older-or-equal servers only). Fails naming every copy found.
  * `server` may still be on its way: the installed copies are asked their
  * versions meanwhile.
  */
-type ServerMajor = Pick<ServerVersion, 'major' | 'version'>
-
 export async function pickTool(name: PgToolName, server: ServerMajor | Promise<ServerMajor>, pgBinDir?: string): Promise<PgTool> {
   const tools = await findTools(name, pgBinDir, process.env, async (realBinaries) => {
     const {major} = await server
