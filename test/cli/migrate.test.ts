@@ -106,20 +106,24 @@ for (const major of testMajors()) {
       assert.equal(human.stdout.trim(), 'Database is up to date')
     })
 
-    it('keeps a database migrated by the first khronosvalue_v2 file (plpgsql, checksum 2766556f…) up to date', async () => {
-      const db = await freshDb()
-      assert.equal((await runCli(['migrate', '--database-url', db.url])).code, 0)
-      const firstVersion = '2766556f009145ec2da65d87795541cf8f5a75cfdad9ea24af35a6a98b823c85'
-      await db.sql`update _migrations_applied set checksum = ${firstVersion} where id = 'khronosvalue_v2'`
-      const status = await runCli(['status', '--check', '--json', '--database-url', db.url])
-      assert.equal(status.code, 0, status.stderr)
-      const [khronos] = parseJson(status).migrations
-      assert.equal(khronos.state, 'applied')
-      assert.equal(khronos.recordedChecksum, firstVersion)
-      const again = await runCli(['migrate', '--database-url', db.url])
-      assert.equal(again.code, 0, again.stderr)
-      assert.equal(again.stdout.trim(), 'Database is up to date')
-    })
+    for (const [version, earlier] of [
+      ['first (plpgsql)', '2766556f009145ec2da65d87795541cf8f5a75cfdad9ea24af35a6a98b823c85'],
+      ['second (string_agg)', '248541fe804679ec577b97e6d8d55204c14f72df5746eeffddefd0d50d87dad0'],
+    ] as const) {
+      it(`keeps a database migrated by the ${version} khronosvalue_v2 file (checksum ${earlier.slice(0, 8)}…) up to date`, async () => {
+        const db = await freshDb()
+        assert.equal((await runCli(['migrate', '--database-url', db.url])).code, 0)
+        await db.sql`update _migrations_applied set checksum = ${earlier} where id = 'khronosvalue_v2'`
+        const status = await runCli(['status', '--check', '--json', '--database-url', db.url])
+        assert.equal(status.code, 0, status.stderr)
+        const [khronos] = parseJson(status).migrations
+        assert.equal(khronos.state, 'applied')
+        assert.equal(khronos.recordedChecksum, earlier)
+        const again = await runCli(['migrate', '--database-url', db.url])
+        assert.equal(again.code, 0, again.stderr)
+        assert.equal(again.stdout.trim(), 'Database is up to date')
+      })
+    }
 
     it('reports applied migrations in the documented JSON shape', async () => {
       const db = await freshDb()
