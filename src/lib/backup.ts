@@ -167,9 +167,12 @@ async function writeFileAtomically(output: string, write: (file: FileHandle) => 
     const flushing = flushAsItGrows(file)
     try {
       await write(file)
-    } finally {
-      await flushing.stop()
+    } catch (error) {
+      // pg_dump's failure is the one to report.
+      await flushing.stop().catch(() => undefined)
+      throw error
     }
+    await flushing.stop()
     await file.sync()
     await file.close()
     file = undefined
