@@ -143,7 +143,12 @@ function guardSignals(dataDir: string): {ready: (stop: () => Promise<void>) => v
     if (exiting) return
     exiting = true
     running.delete(dataDir)
-    void stopInstance().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
+    const code = signal === 'SIGINT' ? 130 : 143
+    // Closing PGlite holds no handle of its own: without this timer node could run out of work first and
+    // end with the command's exit code (its connection refused by the closing database). It also bounds
+    // the wait: a close racing the command's connection has been seen never to finish.
+    setTimeout(() => process.exit(code), 5000)
+    void stopInstance().finally(() => process.exit(code))
   }
   const onSignal = (signal: NodeJS.Signals) => {
     const handledElsewhere = process.listeners(signal).some((listener) => listener !== onSignal)
