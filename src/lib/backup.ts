@@ -140,9 +140,12 @@ async function dumpToPath(pgDump: PgTool, args: string[], connection: Connection
 
   return writeFileAtomically(output, async (file) => {
     // pg_dump writes into the file itself: nothing is copied through Node; progress reads the file's size.
+    const flushing = flushAsItGrows(file)
     const child = spawnTool(pgDump, args, connection, ['ignore', file.fd, 'pipe'])
-    const exit = await runWatched(child, options, () => file.stat().then((info) => info.size))
+    const exit = await runWatched(child, options, () => file.stat().then((info) => info.size)).finally(() => flushing.stop())
     if (exit.code !== 0) throw dumpFailed(pgDump, exit, options)
+    // Only after pg_dump's own failure, which is the one to report.
+    flushing.throwIfFailed()
   })
 }
 
@@ -164,15 +167,7 @@ async function writeFileAtomically(output: string, write: (file: FileHandle) => 
     })
   }
   try {
-    const flushing = flushAsItGrows(file)
-    try {
-      await write(file)
-    } catch (error) {
-      // pg_dump's failure is the one to report.
-      await flushing.stop().catch(() => undefined)
-      throw error
-    }
-    await flushing.stop()
+    await write(file)
     await file.sync()
     await file.close()
     file = undefined
@@ -288,10 +283,10 @@ const FLUSH_EVERY_BYTES = 64 * 1024 * 1024
  * FLUSH_EVERY_BYTES: the disk is otherwise idle while pg_dump waits on the
  * server, and the fsync at the end then has little left to write (it took
  * about 0.25 s for a 586 MB dump here, bench/README.md). `stop` waits for a
- * flush in flight and throws the first flush error: once one fsync has
- * reported a write error, Linux does not report it to the next one.
+ * flush in flight; `throwIfFailed` then throws the first flush error: once
+ * one fsync has reported a write error, Linux does not report it to the next.
  */
-function flushAsItGrows(file: FileHandle): {stop: () => Promise<void>} {
+function flushAsItGrows(file: FileHandle): {stop: () => Promise<void>; throwIfFailed: () => void} {
   let flushedBytes = 0
   let inFlight: Promise<void> | undefined
   let failure: unknown
@@ -313,6 +308,8 @@ function flushAsItGrows(file: FileHandle): {stop: () => Promise<void>} {
     async stop() {
       clearInterval(timer)
       await inFlight
+    },
+    throwIfFailed() {
       if (failure) throw failure
     },
   }
