@@ -115,7 +115,7 @@ const IMPORTS: ImportCase[] = [
   {specifier: 'cli-table3'},
   {specifier: './dist/lib/config.js'},
   {specifier: './dist/base-command.js'},
-  {specifier: './dist/commands/status.js'},
+  {specifier: './dist/bundle/cli.cjs'},
 ]
 
 async function importCosts(): Promise<string> {

@@ -10,6 +10,6 @@ if (args.length === 1 && args[0] === '--version') {
   const arch = process.arch === 'ia32' ? 'x86' : process.arch
   process.stdout.write(`${name}/${version} ${process.platform}-${arch} node-${process.version}\n`)
 } else {
-  const {execute} = await import('../dist/cli.js')
-  await execute({dir: import.meta.url})
+  const {loadBundle} = await import('./load-cli.js')
+  await loadBundle().exports.execute({dir: import.meta.url})
 }

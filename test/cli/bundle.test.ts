@@ -1,37 +1,78 @@
 /**
- * The CLI runs from the bundle that `npm run build` writes (scripts/bundle.mjs):
- * oclif and the dependencies come from dist/chunks, not node_modules, and the
- * embedded database still loads only through a dynamic import.
+ * The CLI runs from the bundle that `npm run build` writes
+ * (scripts/bundle.mjs), with the V8 code cache the build saved for it
+ * (scripts/code-cache.mjs), loaded by bin/load-cli.js.
  */
 import assert from 'node:assert/strict'
-import {readdirSync} from 'node:fs'
+import {execFileSync} from 'node:child_process'
+import {readFileSync, writeFileSync} from 'node:fs'
 import {isBuiltin} from 'node:module'
 import path from 'node:path'
 import {describe, it} from 'node:test'
-import {fileURLToPath} from 'node:url'
+import {fileURLToPath, pathToFileURL} from 'node:url'
 
 import {Config} from '@oclif/core'
 
-import {runCli} from '../support/cli.js'
-import {staticGraph} from '../support/import-graph.js'
+import {tempDir} from '../support/backup.js'
+import {ROOT, runCli} from '../support/cli.js'
+import {testMajors, useServers} from '../support/postgres.js'
 
-const DIST = fileURLToPath(new URL('../../dist/', import.meta.url))
-const entries = [path.join(DIST, 'cli.js'), ...readdirSync(path.join(DIST, 'commands')).filter((name) => name.endsWith('.js')).map((name) => path.join(DIST, 'commands', name))]
+const BUNDLE = path.join(ROOT, 'dist', 'bundle', 'cli.cjs')
+const LOADER = pathToFileURL(path.join(ROOT, 'bin', 'load-cli.js')).href
+const RECORD_IMPORTS = path.join(ROOT, 'test', 'support', 'record-imports.mjs')
+const major = testMajors()[0]
+const servers = useServers([major])
+
+/** Runs `code` (an ES module) in a node started as bin/run.js is, so V8 judges the cache as it would there. */
+function runNode(code: string): string {
+  return execFileSync(process.execPath, ['--input-type=module', '-e', code], {cwd: ROOT, encoding: 'utf8'})
+}
 
 describe('the bundled CLI', () => {
-  for (const entry of entries) {
-    it(`${path.relative(DIST, entry)} loads only node built-ins statically, from shared chunks`, () => {
-      const {files, packages} = staticGraph(entry)
-      assert.ok([...files].some((file) => file.includes(`${path.sep}chunks${path.sep}`)), 'it imports the shared chunks')
-      assert.deepEqual([...packages].filter((name) => !isBuiltin(name)), [])
-    })
-  }
+  it('requires nothing but node built-ins: everything else is in the bundle', () => {
+    const required = [...readFileSync(BUNDLE, 'utf8').matchAll(/\brequire\("([^"]+)"\)/g)].map((match) => match[1])
+    assert.ok(required.includes('node:fs') || required.includes('fs'), 'the pattern finds the require() calls')
+    // typescript only for oclif's development mode and a tw-db.config.ts, when asked for.
+    assert.deepEqual([...new Set(required)].filter((name) => !isBuiltin(name)), ['typescript'])
+  })
 
-  it('leaves src/lib/embedded.ts in a chunk of its own that no static graph reaches', () => {
-    const reachable = new Set(entries.flatMap((entry) => [...staticGraph(entry).files]))
-    const embedded = readdirSync(path.join(DIST, 'chunks')).filter((name) => name.startsWith('embedded-'))
-    assert.equal(embedded.length, 1, 'esbuild names a dynamically imported module\'s chunk after it')
-    assert.equal(reachable.has(path.join(DIST, 'chunks', embedded[0])), false)
+  it('starts from the code cache the build saved', () => {
+    assert.equal(runNode(`import {loadBundle} from ${JSON.stringify(LOADER)}; process.stdout.write(String(loadBundle().cacheUsed))`), 'true')
+  })
+
+  it('never uses a cache made from another bundle of the same length', () => {
+    const bundle = path.join(tempDir(), 'cli.cjs')
+    const script = (answer: string) => `module.exports = {answer: '${answer}', twice: (n) => n * 2}`
+    const load = (label: string) =>
+      `import {loadBundle, codeCacheFor, codeCachePath} from ${JSON.stringify(LOADER)}; import {writeFileSync} from 'node:fs';` +
+      `const loaded = loadBundle(${JSON.stringify(bundle)}); loaded.exports.twice(2);` +
+      `if (${JSON.stringify(label)} === 'save') writeFileSync(codeCachePath(${JSON.stringify(bundle)}), codeCacheFor(loaded.script, loaded.sourceHash));` +
+      `process.stdout.write(JSON.stringify([loaded.exports.answer, loaded.cacheUsed]))`
+
+    writeFileSync(bundle, script('old'))
+    assert.deepEqual(JSON.parse(runNode(load('save'))), ['old', false])
+    assert.deepEqual(JSON.parse(runNode(load('read'))), ['old', true], 'its own cache is used')
+    writeFileSync(bundle, script('new'))
+    assert.deepEqual(JSON.parse(runNode(load('read'))), ['new', false])
+  })
+
+  it('leaves PGlite unloaded when the database is a server', async () => {
+    const db = await servers.get(major)!.createDatabase()
+    const record = path.join(tempDir(), 'imports.txt')
+    writeFileSync(record, '')
+    const env = {...process.env, RECORD_IMPORTS: record}
+    execFileSync(process.execPath, ['--import', pathToFileURL(RECORD_IMPORTS).href, path.join(ROOT, 'bin', 'run.js'), 'status', '--database-url', db.url], {env, encoding: 'utf8'})
+    const imported = readFileSync(record, 'utf8').split('\n').filter(Boolean)
+    assert.ok(imported.some((specifier) => specifier.endsWith('load-cli.js')), 'the hook records what bin/run.js imports')
+    assert.deepEqual(imported.filter((specifier) => specifier.includes('@electric-sql/')), [])
+  })
+
+  it('reaches import() from the cached bundle: PGlite and a JavaScript config file', async () => {
+    const dir = tempDir()
+    writeFileSync(path.join(dir, 'tw-db.config.js'), `module.exports = {database: {url: 'pglite:${path.join(dir, 'data')}'}}\n`)
+    const result = await runCli(['status'], {cwd: dir})
+    assert.equal(result.code, 0, result.stderr)
+    assert.match(result.stdout, /0 applied, 5 pending/)
   })
 
   it('answers --version without oclif exactly as oclif would, and --help from the bundle', async () => {

@@ -1,0 +1,64 @@
+// Loads the bundled CLI (dist/bundle/cli.cjs) with the compiled code the
+// build saved for it (dist/bundle/cli.cjs.cache, scripts/code-cache.mjs).
+//
+// Compiling oclif, postgres.js and tw-db's own code was a third of
+// `tw-db status`'s start-up (bench/README.md). Node 20 reuses V8's compiled
+// code only for a vm.Script, hence a CommonJS bundle run here rather than
+// through require(). V8 checks only that the cache matches the source's
+// length, node's version and its flags, so the cache starts with the SHA-256
+// of the bundle it was made from and is used only with that bundle. Without a
+// usable cache the bundle is compiled as usual: slower, never different.
+// A script compiled from a cache cannot run import() on Node 20, so the
+// bundle's import() calls (scripts/bundle.mjs) come here, to loaderImport.
+import {createHash} from 'node:crypto'
+import {readFileSync} from 'node:fs'
+import Module, {createRequire} from 'node:module'
+import path from 'node:path'
+import {fileURLToPath} from 'node:url'
+import vm from 'node:vm'
+
+export const BUNDLE = fileURLToPath(new URL('../dist/bundle/cli.cjs', import.meta.url))
+
+const HASH_BYTES = 32
+
+export function codeCachePath(bundle) {
+  return `${bundle}.cache`
+}
+
+/** The cache file's contents for `script`, compiled from a bundle whose SHA-256 is `sourceHash`. */
+export function codeCacheFor(script, sourceHash) {
+  return Buffer.concat([sourceHash, script.createCachedData()])
+}
+
+function readCodeCache(bundle, sourceHash) {
+  let file
+  try {
+    file = readFileSync(codeCachePath(bundle))
+  } catch {
+    return undefined
+  }
+  return file.subarray(0, HASH_BYTES).equals(sourceHash) ? file.subarray(HASH_BYTES) : undefined
+}
+
+/**
+ * Runs the bundle as the CommonJS module it is. Returns its exports, the
+ * script (to save a cache from), the bundle's hash, and whether V8 took the cache.
+ */
+export function loadBundle(bundle = BUNDLE) {
+  const source = readFileSync(bundle)
+  const sourceHash = createHash('sha256').update(source).digest()
+  const cachedData = readCodeCache(bundle, sourceHash)
+  const script = new vm.Script(`(function (exports, require, module, __filename, __dirname, loaderImport) {${source.toString('utf8')}\n})`, {
+    filename: bundle,
+    cachedData,
+  })
+  const module = new Module(bundle)
+  module.filename = bundle
+  const require = createRequire(bundle)
+  // oclif requires the bundle again for its commands (package.json oclif.commands): it gets this instance.
+  require.cache[bundle] = module
+  const loaderImport = (specifier, options) => import(specifier, options)
+  script.runInThisContext().call(module.exports, module.exports, require, module, bundle, path.dirname(bundle), loaderImport)
+  module.loaded = true
+  return {exports: module.exports, script, sourceHash, cacheUsed: cachedData !== undefined && !script.cachedDataRejected}
+}
