@@ -10,7 +10,7 @@
 // node_modules (large, WebAssembly, only for the embedded database);
 // typescript is only ever reached by oclif's development mode.
 import {build} from 'esbuild'
-import {mkdirSync, rmSync, writeFileSync} from 'node:fs'
+import {mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import ts from 'typescript'
 
 const OUT = 'dist/bundle/cli.cjs'
@@ -26,6 +26,23 @@ const BANNER = [
   "const bundleImport = typeof loaderImport === 'function' ? loaderImport : (specifier, options) => import(specifier, options);",
 ].join('\n')
 
+// oclif sorts its commands with localeCompare, and V8 loads ICU's collation
+// data on the first call: 10 ms of every start (bench/README.md). Command ids
+// are lowercase ASCII words and hyphens, which sort the same by code unit
+// (test/cli/bundle.test.ts checks the order). A build of a changed oclif fails
+// here rather than silently keeping the slow sort.
+const codeUnitSortOfCommands = {
+  name: 'code-unit-sort-of-commands',
+  setup(build) {
+    build.onLoad({filter: /[\\/]@oclif[\\/]core[\\/]lib[\\/]config[\\/]plugin\.js$/}, ({path}) => {
+      const localeSort = '.sort((a, b) => a.id.localeCompare(b.id))'
+      const source = readFileSync(path, 'utf8')
+      if (!source.includes(localeSort)) throw new Error(`${path} no longer sorts commands with "${localeSort}": review scripts/bundle.mjs`)
+      return {contents: source.replace(localeSort, '.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))'), loader: 'js'}
+    })
+  },
+}
+
 // A code cache left from a previous bundle must never meet a new one.
 rmSync('dist/bundle', {recursive: true, force: true})
 
@@ -37,8 +54,10 @@ const {outputFiles} = await build({
   format: 'cjs',
   platform: 'node',
   target: 'node20',
+  charset: 'ascii',
   external: ['@electric-sql/*', 'typescript'],
   define: {'import.meta.url': 'bundleFileUrl'},
+  plugins: [codeUnitSortOfCommands],
   logLevel: 'warning',
 })
 
