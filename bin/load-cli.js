@@ -10,6 +10,7 @@
 // usable cache the bundle is compiled as usual: slower, never different.
 // A script compiled from a cache cannot run import() on Node 20, so the
 // bundle's import() calls (scripts/bundle.mjs) come here, to loaderImport.
+import {isAscii} from 'node:buffer'
 import {createHash} from 'node:crypto'
 import {readFileSync} from 'node:fs'
 import Module, {createRequire} from 'node:module'
@@ -48,7 +49,7 @@ export function loadBundle(bundle = BUNDLE) {
   const source = readFileSync(bundle)
   const sourceHash = createHash('sha256').update(source).digest()
   const cachedData = readCodeCache(bundle, sourceHash)
-  const script = new vm.Script(`(function (exports, require, module, __filename, __dirname, loaderImport) {${source.toString('utf8')}\n})`, {
+  const script = new vm.Script(`(function (exports, require, module, __filename, __dirname, loaderImport) {${source.toString(isAscii(source) ? 'latin1' : 'utf8')}\n})`, {
     filename: bundle,
     cachedData,
   })

@@ -4,6 +4,7 @@
  * (scripts/code-cache.mjs), loaded by bin/load-cli.js.
  */
 import assert from 'node:assert/strict'
+import {isAscii} from 'node:buffer'
 import {execFileSync} from 'node:child_process'
 import {readFileSync, writeFileSync} from 'node:fs'
 import {isBuiltin} from 'node:module'
@@ -34,6 +35,10 @@ describe('the bundled CLI', () => {
     assert.ok(required.includes('node:fs') || required.includes('fs'), 'the pattern finds the require() calls')
     // typescript only for oclif's development mode and a tw-db.config.ts, when asked for.
     assert.deepEqual([...new Set(required)].filter((name) => !isBuiltin(name)), ['typescript'])
+  })
+
+  it('is ASCII, which the loader reads as Latin-1', () => {
+    assert.ok(isAscii(readFileSync(BUNDLE)))
   })
 
   it('starts from the code cache the build saved', () => {

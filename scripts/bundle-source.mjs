@@ -1,0 +1,68 @@
+// Rewrites of the bundle's source that esbuild does not offer, made on the
+// parsed code (TypeScript's parser) so that text in strings and comments is
+// never mistaken for code. Used by scripts/bundle.mjs; test/unit/bundle-source.test.ts.
+import ts from 'typescript'
+
+function parse(code) {
+  return ts.createSourceFile('bundle.js', code, ts.ScriptTarget.Latest, true, ts.ScriptKind.JS)
+}
+
+/** `import(…)` calls become `name(…)`. */
+export function renameImportCalls(code, name) {
+  const tree = parse(code)
+  const starts = []
+  const visit = (node) => {
+    if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword) starts.push(node.expression.getStart(tree))
+    ts.forEachChild(node, visit)
+  }
+  visit(tree)
+  let renamed = code
+  for (const start of starts.sort((a, b) => b - a)) renamed = renamed.slice(0, start) + name + renamed.slice(start + 'import'.length)
+  return renamed
+}
+
+/** `\\uXXXX` for each UTF-16 unit: the same string in a string literal or a regular expression, with or without the u flag. */
+const unicodeEscape = (text) => Array.from({length: text.length}, (_, index) => `\\u${text.charCodeAt(index).toString(16).padStart(4, '0')}`).join('')
+
+const isJsDoc = (node) => node.kind >= ts.SyntaxKind.FirstJSDocNode && node.kind <= ts.SyntaxKind.LastJSDocNode
+
+/**
+ * The same program in ASCII only: escapes in strings, regular expressions and
+ * names (a regular expression matches the same; only its .source shows the
+ * escape); in comments and whitespace, an ASCII stand-in. Throws on a
+ * character in a template literal, where an escape would change String.raw.
+ */
+export function escapeNonAscii(code) {
+  const tree = parse(code)
+  const replacements = []
+  for (const match of code.matchAll(/[^\x00-\x7f]/gu)) {
+    const [character] = match
+    const token = tokenAt(tree, match.index)
+    let replacement
+    if (match.index < token.getStart(tree) || isJsDoc(token)) {
+      // Leading trivia: whitespace, a line break, or a comment's text.
+      replacement = /[\u2028\u2029]/.test(character) ? '\n' : /\s/u.test(character) ? ' ' : '?'
+    } else if (ts.isIdentifier(token) || ts.isPrivateIdentifier(token)) {
+      replacement = `\\u{${character.codePointAt(0).toString(16)}}`
+    } else if (ts.isStringLiteral(token) || token.kind === ts.SyntaxKind.RegularExpressionLiteral) {
+      replacement = unicodeEscape(character)
+    } else {
+      const {line, character: column} = tree.getLineAndCharacterOfPosition(match.index)
+      throw new Error(`bundle line ${line + 1}, column ${column + 1}: no ASCII form for "${character}" in a ${ts.SyntaxKind[token.kind]}`)
+    }
+    replacements.push({start: match.index, end: match.index + character.length, replacement})
+  }
+  let escaped = code
+  for (const {start, end, replacement} of replacements.reverse()) escaped = escaped.slice(0, start) + replacement + escaped.slice(end)
+  return escaped
+}
+
+/** The token whose text or leading trivia holds `position`, or the JSDoc comment that does. */
+function tokenAt(tree, position) {
+  let node = tree
+  for (;;) {
+    const child = isJsDoc(node) ? undefined : node.getChildren(tree).find((candidate) => candidate.pos <= position && position < candidate.end)
+    if (!child) return node
+    node = child
+  }
+}
