@@ -30,7 +30,7 @@ const BANNER = [
 // oclif sorts its commands with localeCompare, and V8 loads ICU's collation
 // data on the first call: 10 ms of every start (bench/README.md). Command ids
 // are lowercase ASCII words and hyphens, which sort the same by code unit
-// (test/cli/bundle.test.ts checks the order). A build of a changed oclif fails
+// (test/cli/bundle.test.ts checks both). A build of a changed oclif fails
 // here rather than silently keeping the slow sort.
 const codeUnitSortOfCommands = {
   name: 'code-unit-sort-of-commands',

@@ -89,4 +89,13 @@ describe('the bundled CLI', () => {
     assert.equal(help.code, 0, help.stderr)
     assert.match(help.stdout, /--database-url/)
   })
+
+  it('has command ids that sort the same by code unit as by localeCompare (the bundle\'s oclif sorts by code unit)', () => {
+    const ids = Object.keys(JSON.parse(readFileSync(path.join(ROOT, 'oclif.manifest.json'), 'utf8')).commands)
+    assert.equal(ids.length, 6)
+    assert.deepEqual([...ids].sort(), [...ids].sort((a, b) => a.localeCompare(b)))
+    const bundle = readFileSync(BUNDLE, 'latin1')
+    assert.doesNotMatch(bundle, /\.sort\(\(a, (\w+)\) => a\.id\.localeCompare\(\1\.id\)\)/, 'the build replaced oclif\'s sort')
+    assert.match(bundle, /\.sort\(\(a, (\w+)\) => a\.id < \1\.id \? -1 : a\.id > \1\.id \? 1 : 0\)/)
+  })
 })
