@@ -243,6 +243,21 @@ for (const major of testMajors()) {
       assert.deepEqual(await ledgerRows(db.sql), [])
     })
 
+    it('blames a ledger row that fails on its migration with --single-transaction, and runs nothing after it', async () => {
+      const dir = mkdtempSync(path.join(tmpdir(), 'tw-db-ledger-fails-'))
+      writeFileSync(path.join(dir, '0001_drop_ledger.sql'), '-- description: Drop the ledger\nDROP TABLE _migrations_applied;\n')
+      writeFileSync(path.join(dir, '0002_make_t.sql'), '-- description: Make a table\nCREATE TABLE t_after (id int);\n')
+      const db = await freshDb()
+      const result = await runCli(['migrate', '--database-url', db.url, '--migrations-dir', dir, '--single-transaction', '--json'])
+      assert.equal(result.code, 1)
+      const doc = parseJson(result)
+      assert.equal(doc.error.code, 'E_MIGRATION_FAILED')
+      assert.equal(doc.error.failed, 'drop_ledger')
+      assert.match(doc.error.message, /relation "_migrations_applied" does not exist/)
+      assert.equal(await tableExists(db.sql, 't_after'), false)
+      assert.deepEqual(await ledgerRows(db.sql), [])
+    })
+
     it('points at file:line:col in the first migration of a run too, and with --single-transaction', async () => {
       const dir = mkdtempSync(path.join(tmpdir(), 'tw-db-first-broken-'))
       writeFileSync(path.join(dir, '0001_first_broken.sql'), '-- description: Broken first\nCREATE TABLE first_t (id int);\n  SELEC 1;\n')
