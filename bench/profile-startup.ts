@@ -20,22 +20,59 @@ import {BIN, NODE, PG_CLIENT_MAJOR, ROOT, cleanEnv, createDatabase, formatMs, me
 const RUNS = Number(process.env.PROFILE_RUNS ?? 5)
 const TOP = 12
 
+interface CallFrame {
+  functionName: string
+  url: string
+  lineNumber: number
+}
+
 interface CpuProfile {
-  nodes: Array<{id: number; callFrame: {functionName: string; url: string}; children?: number[]}>
+  nodes: Array<{id: number; callFrame: CallFrame; children?: number[]}>
   samples: number[]
   timeDeltas: number[]
 }
 
-/** A stack frame's package: `postgres`, `@oclif/core`, `tw-db dist/lib/config.js`, or undefined for node itself. */
-function packageOf(url: string): string | undefined {
-  const dependency = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)
-  if (dependency) return dependency[1]
-  if (url.startsWith(`file://${ROOT}`)) return `tw-db ${url.slice(`file://${ROOT}`.length)}`
-  return undefined
+const BUNDLE = path.join(ROOT, 'dist', 'bundle', 'cli.cjs')
+
+/**
+ * Which source module each line of the bundle came from: esbuild starts each
+ * module's code with a `// node_modules/…` or `// src/…` comment line.
+ */
+function bundleModules(): (lineNumber: number) => string | undefined {
+  const starts: Array<{line: number; module: string}> = []
+  readFileSync(BUNDLE, 'latin1')
+    .split('\n')
+    .forEach((text, line) => {
+      const marker = /^\/\/ ((?:node_modules|src)\/\S+)$/.exec(text)
+      if (marker) starts.push({line, module: marker[1]})
+    })
+  const found = new Map<number, string | undefined>()
+  return (lineNumber) => {
+    if (!found.has(lineNumber)) found.set(lineNumber, starts.findLast((start) => start.line <= lineNumber)?.module)
+    return found.get(lineNumber)
+  }
 }
 
-/** The module a top-level (anonymous, file-backed) frame evaluates, relative to node_modules or the project. */
-function moduleOf(frame: {functionName: string; url: string}): string | undefined {
+const moduleAtBundleLine = bundleModules()
+
+/** The file a frame's code comes from, relative to the project; inside the bundle, the module esbuild took it from. */
+function sourceOf(frame: CallFrame): string | undefined {
+  if (!frame.url.startsWith(`file://${ROOT}`)) return undefined
+  const file = frame.url.slice(`file://${ROOT}`.length)
+  return frame.url === `file://${BUNDLE}` ? (moduleAtBundleLine(frame.lineNumber) ?? file) : file
+}
+
+/** A stack frame's package: `postgres`, `@oclif/core`, `tw-db src/lib/config.ts`, or undefined for node itself. */
+function packageOf(frame: CallFrame): string | undefined {
+  const source = sourceOf(frame)
+  if (!source) return undefined
+  const dependency = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(source)
+  return dependency ? dependency[1] : `tw-db ${source}`
+}
+
+/** The module a top-level frame evaluates: an anonymous file-backed frame, or in the bundle esbuild's wrapper named after the module. */
+function moduleOf(frame: CallFrame): string | undefined {
+  if (/^(?:node_modules|src)\//.test(frame.functionName)) return frame.functionName.replace(/^node_modules\//, '')
   if (frame.functionName !== '' || !frame.url) return undefined
   return frame.url.replace(/^.*node_modules\//, '').replace(`file://${ROOT}`, '')
 }
@@ -64,7 +101,7 @@ function summarise(dir: string): Summary {
       const modules = new Set<string>()
       for (let id: number | undefined = sample; id !== undefined; id = parent.get(id)) {
         const frame = byId.get(id)!.callFrame
-        packages.add(packageOf(frame.url) ?? '')
+        packages.add(packageOf(frame) ?? '')
         const module = moduleOf(frame)
         if (module) modules.add(module)
       }
