@@ -36,7 +36,7 @@ function readCodeCache(bundle, sourceHash) {
   try {
     file = readFileSync(codeCachePath(bundle))
   } catch {
-    return undefined
+    return undefined // none, or unreadable: the bundle is compiled as usual
   }
   return file.subarray(0, HASH_BYTES).equals(sourceHash) ? file.subarray(HASH_BYTES) : undefined
 }

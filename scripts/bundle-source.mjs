@@ -16,9 +16,14 @@ export function renameImportCalls(code, name) {
     ts.forEachChild(node, visit)
   }
   visit(tree)
-  let renamed = code
-  for (const start of starts.sort((a, b) => b - a)) renamed = renamed.slice(0, start) + name + renamed.slice(start + 'import'.length)
-  return renamed
+  return splice(code, starts.map((start) => ({start, end: start + 'import'.length, replacement: name})))
+}
+
+/** `code` with each {start, end} range (not overlapping) replaced. */
+function splice(code, replacements) {
+  let result = code
+  for (const {start, end, replacement} of [...replacements].sort((a, b) => b.start - a.start)) result = result.slice(0, start) + replacement + result.slice(end)
+  return result
 }
 
 /** `\\uXXXX` for each UTF-16 unit: the same string in a string literal or a regular expression, with or without the u flag. */
@@ -52,9 +57,7 @@ export function escapeNonAscii(code) {
     }
     replacements.push({start: match.index, end: match.index + character.length, replacement})
   }
-  let escaped = code
-  for (const {start, end, replacement} of replacements.reverse()) escaped = escaped.slice(0, start) + replacement + escaped.slice(end)
-  return escaped
+  return splice(code, replacements)
 }
 
 /** The token whose text or leading trivia holds `position`, or the JSDoc comment that does. */
