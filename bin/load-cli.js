@@ -10,24 +10,23 @@
 // usable cache the bundle is compiled as usual: slower, never different.
 // A script compiled from a cache cannot run import() on Node 20, so the
 // bundle's import() calls (scripts/bundle.mjs) come here, to loaderImport.
-import {isAscii} from 'node:buffer'
-import {createHash} from 'node:crypto'
-import {readFileSync} from 'node:fs'
-import Module, {createRequire} from 'node:module'
-import path from 'node:path'
-import {fileURLToPath} from 'node:url'
-import vm from 'node:vm'
+const {isAscii} = require('node:buffer')
+const {createHash} = require('node:crypto')
+const {readFileSync} = require('node:fs')
+const Module = require('node:module')
+const path = require('node:path')
+const vm = require('node:vm')
 
-export const BUNDLE = fileURLToPath(new URL('../dist/bundle/cli.cjs', import.meta.url))
+const BUNDLE = path.join(__dirname, '..', 'dist', 'bundle', 'cli.cjs')
 
 const HASH_BYTES = 32
 
-export function codeCachePath(bundle) {
+function codeCachePath(bundle) {
   return `${bundle}.cache`
 }
 
 /** The cache file's contents for `script`, compiled from a bundle whose SHA-256 is `sourceHash`. */
-export function codeCacheFor(script, sourceHash) {
+function codeCacheFor(script, sourceHash) {
   return Buffer.concat([sourceHash, script.createCachedData()])
 }
 
@@ -45,7 +44,7 @@ function readCodeCache(bundle, sourceHash) {
  * Runs the bundle as the CommonJS module it is. Returns its exports, the
  * script (to save a cache from), the bundle's hash, and whether V8 took the cache.
  */
-export function loadBundle(bundle = BUNDLE) {
+function loadBundle(bundle = BUNDLE) {
   const source = readFileSync(bundle)
   const sourceHash = createHash('sha256').update(source).digest()
   const cachedData = readCodeCache(bundle, sourceHash)
@@ -53,13 +52,15 @@ export function loadBundle(bundle = BUNDLE) {
     filename: bundle,
     cachedData,
   })
-  const module = new Module(bundle)
-  module.filename = bundle
-  const require = createRequire(bundle)
+  const bundleModule = new Module(bundle)
+  bundleModule.filename = bundle
+  const bundleRequire = Module.createRequire(bundle)
   // oclif requires the bundle again for its commands (package.json oclif.commands): it gets this instance.
-  require.cache[bundle] = module
+  bundleRequire.cache[bundle] = bundleModule
   const loaderImport = (specifier, options) => import(specifier, options)
-  script.runInThisContext().call(module.exports, module.exports, require, module, bundle, path.dirname(bundle), loaderImport)
-  module.loaded = true
-  return {exports: module.exports, script, sourceHash, cacheUsed: cachedData !== undefined && !script.cachedDataRejected}
+  script.runInThisContext().call(bundleModule.exports, bundleModule.exports, bundleRequire, bundleModule, bundle, path.dirname(bundle), loaderImport)
+  bundleModule.loaded = true
+  return {exports: bundleModule.exports, script, sourceHash, cacheUsed: cachedData !== undefined && !script.cachedDataRejected}
 }
+
+module.exports = {BUNDLE, codeCachePath, codeCacheFor, loadBundle}

@@ -16,12 +16,14 @@
 import {mkdtempSync, renameSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
+import {fileURLToPath} from 'node:url'
 import v8 from 'node:v8'
 
 import {BUNDLE, codeCacheFor, codeCachePath, loadBundle} from '../bin/load-cli.js'
 
 const TRAINING = [['migrate'], ['status']]
-const BIN = new URL('../bin/run.js', import.meta.url).href
+// bin/run.js passes oclif the package's root, where its package.json is.
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 const {exports: cli, script, sourceHash} = loadBundle()
 const work = mkdtempSync(path.join(tmpdir(), 'tw-db-code-cache-'))
@@ -47,7 +49,7 @@ async function train(cli, databaseUrl) {
   v8.setFlagsFromString('--no-flush-bytecode')
   try {
     for (const args of TRAINING) {
-      await cli.execute({args: [...args, '--database-url', databaseUrl], dir: BIN})
+      await cli.execute({args: [...args, '--database-url', databaseUrl], dir: ROOT})
       if (process.exitCode) return `tw-db ${args.join(' ')} exited with ${process.exitCode}: ${output}`
     }
     return undefined

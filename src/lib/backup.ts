@@ -76,7 +76,7 @@ export async function backup(sql: Sql, connection: ConnectionConfig, options: Ba
     readLedger(sql),
     connection.embedded ? undefined : pickTool('pg_dump', serverAnswer, options.pgBinDir),
   ])
-  const lastMigration = (ledger ?? []).sort((a, b) => (a.appliedAt?.getTime() ?? 0) - (b.appliedAt?.getTime() ?? 0)).at(-1)?.id ?? null
+  const lastMigration = (ledger?.rows ?? []).sort((a, b) => (a.appliedAt?.getTime() ?? 0) - (b.appliedAt?.getTime() ?? 0)).at(-1)?.id ?? null
   const started = performance.now()
   const dumped = connection.embedded
     ? await dumpEmbedded(connection.embedded.dataDir, args, options)

@@ -61,10 +61,23 @@ export function createPool(connection: ConnectionConfig, options: PoolOptions): 
       // NOTICE-level chatter ("... does not exist, skipping") is noise in a migration log.
       client_min_messages: 'warning',
     },
+    // Reading the server's array types costs every command a round trip and a pg_type query,
+    // and tw-db reads no arrays. Sessions must then be reserved through reserveSession.
+    fetch_types: false,
     onnotice: (notice) => options.onNotice?.({severity: String(notice.severity ?? 'NOTICE'), message: String(notice.message ?? '')}),
     // Never let postgres.js attach query text or parameters to errors as enumerable fields.
     debug: false,
   })
+}
+
+/**
+ * One session of the pool for the caller alone (locks and transactions live on it).
+ * With fetch_types off, postgres.js 3.4.9 never resolves a reserve() that has to
+ * open the connection itself, so a first query opens it.
+ */
+export async function reserveSession(sql: Sql): Promise<ReservedSql> {
+  await sql`select 1`
+  return sql.reserve()
 }
 
 function sslOption(connection: ConnectionConfig): boolean | 'require' | 'prefer' | 'allow' | TlsOptions {

@@ -2,7 +2,7 @@ import {lookup} from 'node:dns/promises'
 import {connect as netConnect, isIP, type Socket} from 'node:net'
 
 import type {Config, ConnectionConfig, SslMode} from './config.js'
-import {closePool, createPool, type Notice, type ReservedSql, type Sql} from './connection.js'
+import {closePool, createPool, reserveSession, type Notice, type ReservedSql, type Sql} from './connection.js'
 import {TwDbError, fromPgError, isPgError, SQLSTATE} from './errors.js'
 import {redact} from './redact.js'
 
@@ -659,7 +659,7 @@ const RUNS: Record<StepName, StepRun> = {
     if (ctx.connectFailure?.step === 'database') {
       return {status: 'fail', detail: ctx.connectFailure.detail, hint: ctx.connectFailure.hint}
     }
-    ctx.reserved = await ctx.sql!.reserve()
+    ctx.reserved = await reserveSession(ctx.sql!)
     const [row] = await ctx.reserved.unsafe<Array<{name: string; encoding: string}>>(
       `select datname as name, pg_encoding_to_char(encoding) as encoding from pg_database where datname = current_database()`,
     )

@@ -1,6 +1,7 @@
 import type postgres from 'postgres'
 
 import {SQLSTATE, isPgError} from './errors.js'
+import {quoteLiteral} from './sql-text.js'
 
 /** Template Worker's own table name and shape; the Rust worker reads and writes it too. */
 export const LEDGER_TABLE = '_migrations_applied'
@@ -24,59 +25,78 @@ export interface LedgerRow {
 /** Anything that can run a query: a pool, a reserved connection or a transaction. */
 type Queryable = postgres.Sql | postgres.ReservedSql | postgres.TransactionSql
 
+export interface Ledger {
+  readonly rows: LedgerRow[]
+  /** The table's column names, so that adding tw-db's needs no catalog query. */
+  readonly columns: readonly string[]
+}
+
 /**
- * Reads the ledger without creating or altering anything. Returns null when
- * the table does not exist. Rows are read as jsonb so that any shape (the
- * Rust worker's two columns or tw-db's five) reads in one round trip.
+ * Reads the ledger without creating or altering anything, in one round trip
+ * whatever its shape (the Rust worker's two columns or tw-db's five). Returns
+ * null when the table does not exist.
  */
-export async function readLedger(sql: Queryable): Promise<LedgerRow[] | null> {
-  let rows: Array<{row: Record<string, unknown>}>
+export async function readLedger(sql: Queryable): Promise<Ledger | null> {
+  let result: postgres.RowList<Array<Record<string, unknown>>>
   try {
-    rows = await sql<Array<{row: Record<string, unknown>}>>`select to_jsonb(m) as row from ${sql(LEDGER_TABLE)} m`
+    result = await sql<Array<Record<string, unknown>>>`select * from ${sql(LEDGER_TABLE)}`
   } catch (error) {
     if (isPgError(error) && error.code === SQLSTATE.UNDEFINED_TABLE) return null
     throw error
   }
-  return rows.map(({row}) => ({
+  return {rows: result.map(toLedgerRow), columns: result.columns.map((column) => column.name)}
+}
+
+function toLedgerRow(row: Record<string, unknown>): LedgerRow {
+  return {
     id: String(row.id),
-    appliedAt: typeof row.applied_at === 'string' ? new Date(row.applied_at) : null,
+    appliedAt: row.applied_at instanceof Date ? row.applied_at : typeof row.applied_at === 'string' ? new Date(row.applied_at) : null,
     checksum: typeof row.checksum === 'string' ? row.checksum : null,
     durationMs: typeof row.duration_ms === 'number' ? row.duration_ms : null,
     appliedBy: typeof row.applied_by === 'string' ? row.applied_by : null,
-  }))
+  }
 }
 
 /**
- * Creates the ledger in the Rust worker's exact shape when it is missing, then
- * adds tw-db's nullable columns that are missing (and only those, so an
- * up-to-date ledger is never locked by an ALTER).
+ * Creates the ledger when it is missing (`columns` null): the Rust worker's
+ * exact table plus tw-db's nullable columns. Otherwise adds the tw-db columns
+ * it lacks, and only those, so an up-to-date ledger is never locked by an ALTER.
  * Must run under the migration advisory lock.
  */
-export async function ensureLedger(sql: Queryable): Promise<void> {
-  const columns = await sql<Array<{name: string}>>`
-    select attname as name from pg_attribute
-    where attrelid = to_regclass(${LEDGER_TABLE}) and attnum > 0 and not attisdropped`
-  if (columns.length === 0) {
-    await sql`create table ${sql(LEDGER_TABLE)} (id text primary key, applied_at timestamptz not null default now())`
+export async function ensureLedger(sql: Queryable, columns: readonly string[] | null): Promise<void> {
+  // Identifiers and types come from the constants above, never from input.
+  if (columns === null) {
+    const extra = EXTRA_COLUMNS.map(([name, type]) => `, ${name} ${type}`).join('')
+    await sql.unsafe(`create table ${LEDGER_TABLE} (id text primary key, applied_at timestamptz not null default now()${extra})`)
+    return
   }
-  const present = new Set(columns.map((c) => c.name))
-  const missing = EXTRA_COLUMNS.filter(([name]) => !present.has(name))
+  const missing = EXTRA_COLUMNS.filter(([name]) => !columns.includes(name))
   if (missing.length === 0) return
-  // Identifiers and types come from the constant above, never from input.
-  const additions = missing.map(([name, type]) => `add column ${name} ${type}`).join(', ')
-  await sql.unsafe(`alter table ${LEDGER_TABLE} ${additions}`)
+  await sql.unsafe(`alter table ${LEDGER_TABLE} ${missing.map(([name, type]) => `add column ${name} ${type}`).join(', ')}`)
 }
 
 export interface LedgerEntry {
   id: string
   checksum: string
-  durationMs: number
+  /** Omitted: the server's own time since the transaction began, for a row sent along with its migration. */
+  durationMs?: number
   appliedBy: string
 }
 
-/** Records a migration; call it inside the migration's own transaction. */
-export async function recordMigration(tx: Queryable, entry: LedgerEntry): Promise<void> {
-  await tx`
-    insert into ${tx(LEDGER_TABLE)} (id, checksum, duration_ms, applied_by)
-    values (${entry.id}, ${entry.checksum}, ${Math.round(entry.durationMs)}, ${entry.appliedBy})`
+const DURATION_SINCE_BEGIN = '(extract(epoch from clock_timestamp() - transaction_timestamp()) * 1000)::integer'
+
+/**
+ * Records a migration inside the migration's own transaction; returns the
+ * duration recorded, in ms. The values are inlined as literals: a query without
+ * parameters needs no round trip to be prepared first, so it can go in the same
+ * write as the migration. It is sent at once, before whatever the caller sends next.
+ */
+export async function recordMigration(tx: Queryable, entry: LedgerEntry): Promise<number> {
+  const duration = entry.durationMs === undefined ? DURATION_SINCE_BEGIN : String(Math.round(entry.durationMs))
+  const [row] = await tx.unsafe<Array<{duration_ms: number}>>(
+    `insert into ${LEDGER_TABLE} (id, checksum, duration_ms, applied_by)
+    values (${quoteLiteral(entry.id)}, ${quoteLiteral(entry.checksum)}, ${duration}, ${quoteLiteral(entry.appliedBy)})
+    returning duration_ms`,
+  ).execute()
+  return row.duration_ms
 }

@@ -1,7 +1,7 @@
 import path from 'node:path'
-import {setTimeout as sleep} from 'node:timers/promises'
+import {setImmediate as nextTurn, setTimeout as sleep} from 'node:timers/promises'
 
-import type {ReservedSql, Sql} from './connection.js'
+import {reserveSession, type ReservedSql, type Sql} from './connection.js'
 import {EXIT, SQLSTATE, TwDbError, isPgError, sessionSurvives, usageError, type PgErrorLike} from './errors.js'
 import {ensureLedger, readLedger, recordMigration, type LedgerRow} from './ledger.js'
 import type {Migration} from './registry.js'
@@ -161,8 +161,8 @@ export function isUpToDate(report: StatusReport): boolean {
 
 /** Read-only: never creates the ledger, so it works on replicas and untouched databases. */
 export async function readStatus(sql: Sql, migrations: readonly Migration[]): Promise<StatusReport> {
-  const ledger = (await readLedger(sql)) ?? []
-  return statusReport(plan(migrations, ledger))
+  const ledger = await readLedger(sql)
+  return statusReport(plan(migrations, ledger?.rows ?? []))
 }
 
 // ---------------------------------------------------------------- apply (effectful)
@@ -227,9 +227,9 @@ export async function migrate(sql: Sql, options: MigrateOptions): Promise<Migrat
   if (options.dryRun) return dryRun(sql, options)
   const emit = options.onEvent ?? (() => undefined)
   return withMigrationLock(sql, options, async (reserved) => {
-    await ensureLedger(reserved)
-    const ledger = (await readLedger(reserved)) ?? []
-    const p = plan(options.migrations, ledger)
+    const ledger = await readLedger(reserved)
+    await ensureLedger(reserved, ledger?.columns ?? null)
+    const p = plan(options.migrations, ledger?.rows ?? [])
     const refused = refusal(p.problems, options)
     if (refused) throw refused
     warnAboutProblems(p, emit)
@@ -252,12 +252,17 @@ export async function withMigrationLock<T>(
   options: {lockTimeout: number; onEvent?: (event: MigrateEvent) => void; signal?: AbortSignal},
   fn: (reserved: ReservedSql) => Promise<T>,
 ): Promise<T> {
-  const reserved = await sql.reserve()
+  const reserved = await reserveSession(sql)
   let locked = false
   let alive = true
   try {
-    const [state] = await reserved<Array<{standby: boolean; locked: boolean}>>`
-      select pg_is_in_recovery() as standby, pg_try_advisory_lock(${ADVISORY_LOCK_KEY.toString()}::bigint) as locked`
+    // The key is a constant: no parameter, so no extra round trip to describe one.
+    // From PostgreSQL 14 the server also checks every second that tw-db is still
+    // there, so a killed tw-db's backend stops rather than finishing its migration.
+    const [state] = await reserved.unsafe<Array<{standby: boolean; locked: boolean}>>(`
+      select pg_is_in_recovery() as standby, pg_try_advisory_lock(${ADVISORY_LOCK_KEY}) as locked,
+        case when current_setting('server_version_num')::int >= 140000
+          then set_config('client_connection_check_interval', '1000', false) end as dead_client_check`)
     locked = state.locked
     if (state.standby) throw standbyError()
     if (!locked) {
@@ -272,7 +277,7 @@ export async function withMigrationLock<T>(
     throw error
   } finally {
     // A lost session has released its lock already (session locks die with the session).
-    if (locked && alive) await reserved`select pg_advisory_unlock(${ADVISORY_LOCK_KEY.toString()}::bigint)`.catch(() => undefined)
+    if (locked && alive) await reserved.unsafe(`select pg_advisory_unlock(${ADVISORY_LOCK_KEY})`).catch(() => undefined)
     reserved.release()
   }
 }
@@ -280,8 +285,8 @@ export async function withMigrationLock<T>(
 async function dryRun(sql: Sql, options: MigrateOptions): Promise<MigrateResult> {
   const [state] = await sql<Array<{standby: boolean}>>`select pg_is_in_recovery() as standby`
   if (state.standby) throw standbyError()
-  const ledger = (await readLedger(sql)) ?? []
-  const p = plan(options.migrations, ledger)
+  const ledger = await readLedger(sql)
+  const p = plan(options.migrations, ledger?.rows ?? [])
   const refused = refusal(p.problems, options)
   if (refused) throw refused
   warnAboutProblems(p, options.onEvent ?? (() => undefined))
@@ -324,7 +329,8 @@ async function waitForLock(
   emit({type: 'lock-wait', holder, timeoutSeconds})
   await reserved`select set_config('lock_timeout', ${String(Math.round(timeoutSeconds * 1000))}, false)`
   try {
-    await cancellable(reserved`select pg_advisory_lock(${ADVISORY_LOCK_KEY.toString()}::bigint)`, signal)
+    await cancelOnAbort(reserved.unsafe(`select pg_advisory_lock(${ADVISORY_LOCK_KEY})`), signal)
+    if (signal?.aborted) throw new Error('interrupted')
   } catch (error) {
     if (isPgError(error) && error.code === SQLSTATE.LOCK_NOT_AVAILABLE) throw lockTimeoutError(await lockHolder(reserved), timeoutSeconds)
     if (signal?.aborted) throw new TwDbError('E_INTERRUPTED', 'interrupted while waiting for the migration lock; nothing was applied')
@@ -368,11 +374,14 @@ async function applyEach(
   const applied: AppliedMigration[] = []
   for (const migration of migrations) {
     try {
+      // The embedded database runs in this process and holds the event loop while it works: one turn
+      // of the loop lets a Ctrl-C that came meanwhile be seen before the next migration starts.
+      if (options.signal) await nextTurn()
       if (options.signal?.aborted) throw interruptedError(migration)
       const durationMs = migration.transaction
-        ? await withLockRetries(migration.id, options, emit, () => applyInTransaction(reserved, [migration], options))
+        ? await withLockRetries(migration.id, options, emit, () => applyInOwnTransaction(reserved, migration, options))
         : await applyWithoutTransaction(reserved, migration, options)
-      const result = {id: migration.id, description: migration.description, durationMs: durationMs[0], checksum: migration.checksum}
+      const result = {id: migration.id, description: migration.description, durationMs, checksum: migration.checksum}
       applied.push(result)
       emit({type: 'applied', ...result})
     } catch (error) {
@@ -399,7 +408,7 @@ async function applyInOneTransaction(
   let failed: Migration | undefined
   try {
     const durations = await withLockRetries('all pending migrations', options, emit, () =>
-      applyInTransaction(reserved, migrations, options, (m) => (failed = m)),
+      applyInSharedTransaction(reserved, migrations, options, (m) => (failed = m)),
     )
     const applied = migrations.map((m, i) => ({id: m.id, description: m.description, durationMs: durations[i], checksum: m.checksum}))
     for (const result of applied) emit({type: 'applied', ...result})
@@ -410,49 +419,75 @@ async function applyInOneTransaction(
   }
 }
 
+/** BEGIN, with SET LOCAL lock_timeout so application traffic can never make a migration wait forever. */
+function begin(reserved: ReservedSql, options: MigrateOptions) {
+  // An integer number of ms built here, never input text.
+  return reserved.unsafe(`begin; set local lock_timeout = ${Math.round(options.statementLockTimeout * 1000)}`)
+}
+
 /**
- * One transaction holding the given migrations and their ledger rows, with
- * SET LOCAL lock_timeout so application traffic can never make it wait forever.
- * Returns each migration's duration in ms.
+ * One migration in its own transaction, sent in one write as four queries:
+ * BEGIN, the migration's SQL, its ledger row, COMMIT. Round trips are most of
+ * a small migration's cost. Whatever fails, the server goes on with the rest
+ * in an aborted transaction: the ledger row fails and COMMIT becomes a
+ * rollback, which also leaves the session idle. BEGIN is a query of its own
+ * because PostgreSQL parses a whole query before running any of it: a
+ * migration with a syntax error must not take its BEGIN down with it. So the
+ * migration is applied and recorded, or not at all, even if tw-db dies
+ * meanwhile (its backend may still commit it, unless the server's check for a
+ * dead client stops it first). Returns the duration recorded: the server's,
+ * from BEGIN to the ledger row.
  */
-async function applyInTransaction(
+async function applyInOwnTransaction(reserved: ReservedSql, migration: Migration, options: MigrateOptions): Promise<number> {
+  // postgres.js sends a query when it is first awaited or executed: each is executed here, in order.
+  const beginning = begin(reserved, options).execute()
+  const [began, ran, recorded, committed] = await Promise.allSettled([
+    beginning,
+    cancelOnAbort(reserved.unsafe(migration.sql).execute(), options.signal, beginning),
+    recordMigration(reserved, {id: migration.id, checksum: migration.checksum, appliedBy: options.appliedBy}),
+    reserved`commit`.execute(),
+  ])
+  if (began.status === 'rejected') throw began.reason
+  if (ran.status === 'rejected') throw blameFile(ran.reason, 0, migration.sql)
+  if (recorded.status === 'rejected') throw blameFile(recorded.reason)
+  if (committed.status === 'rejected') throw committed.reason
+  return recorded.value
+}
+
+/**
+ * The migrations of --single-transaction and their ledger rows in one
+ * transaction. Each ledger row goes in the same write as the next migration's
+ * SQL, the last one with COMMIT. Returns each migration's duration in ms.
+ */
+async function applyInSharedTransaction(
   reserved: ReservedSql,
   migrations: readonly Migration[],
   options: MigrateOptions,
-  onStart: (migration: Migration) => void = () => undefined,
+  onStart: (migration: Migration) => void,
 ): Promise<number[]> {
   const durations: number[] = []
-  // Round trips are most of a small migration's cost: BEGIN and SET LOCAL go in one simple
-  // query with the first migration's SQL, and the last ledger row with COMMIT in one
-  // pipelined write. COMMIT stays a query of its own, sent only once the migration has
-  // returned: a tw-db killed before that leaves a transaction the server rolls back.
-  // The timeout is an integer number of ms built here, never input text.
-  const begin = `begin; set local lock_timeout = ${Math.round(options.statementLockTimeout * 1000)};\n`
+  const recorded = (record: Promise<number>) => record.catch((error) => Promise.reject(blameFile(error)))
   try {
-    let record: Promise<void> | undefined
-    for (const [index, migration] of migrations.entries()) {
+    await begin(reserved, options)
+    let record: Promise<number> | undefined
+    for (const migration of migrations) {
       // The previous ledger row, before this migration's SQL, so a failure is blamed on the right one.
-      await record
+      if (record) durations.push(await recorded(record))
       onStart(migration)
-      const prefix = index === 0 ? begin : ''
       const started = performance.now()
       try {
-        await cancellable(reserved.unsafe(prefix + migration.sql), options.signal)
+        await cancelOnAbort(reserved.unsafe(migration.sql), options.signal)
       } catch (error) {
-        blameFile(error, prefix.length, migration.sql)
-        throw error
+        throw blameFile(error, 0, migration.sql)
       }
+      // A Ctrl-C the embedded database could not turn into a cancel: roll back all the same.
+      if (options.signal?.aborted) throw new Error('interrupted')
       const durationMs = performance.now() - started
-      durations.push(Math.round(durationMs))
       record = recordMigration(reserved, {id: migration.id, checksum: migration.checksum, durationMs, appliedBy: options.appliedBy})
     }
-    // A Ctrl-C that came while the last statement ran (and could not cancel it) still rolls back.
-    if (options.signal?.aborted) {
-      await record
-      throw new Error('interrupted')
-    }
     // Pipelined: if the insert fails, the server turns this COMMIT into a rollback.
-    await Promise.all([record, reserved`commit`])
+    const [last] = await Promise.all([recorded(record!), reserved`commit`])
+    durations.push(last)
   } catch (error) {
     if (sessionSurvives(error)) await reserved`rollback`.catch(() => undefined)
     throw error
@@ -463,28 +498,33 @@ async function applyInTransaction(
 /**
  * Makes PostgreSQL's error position (1-based, in characters, over the query
  * sent) relative to the migration file, which starts `offset` characters into
- * that query (negative: the query is a statement that many characters into the file).
+ * that query (negative: the query is a statement that many characters into the
+ * file). Without a source, the query was tw-db's own (the ledger row): the
+ * position is dropped, as it points into no file. Returns the error.
  */
-function blameFile(error: unknown, offset: number, source: string): void {
-  if (!isPgError(error) || !error.position) return
+function blameFile(error: unknown, offset = 0, source?: string): unknown {
+  if (!isPgError(error) || !error.position) return error
   const position = Number(error.position) - offset
-  if (position >= 1 && position <= characterOffset(source, source.length)) error.position = String(position)
+  if (source !== undefined && position >= 1 && position <= characterOffset(source, source.length)) error.position = String(position)
   else delete error.position
+  return error
 }
 
-async function applyWithoutTransaction(reserved: ReservedSql, migration: Migration, options: MigrateOptions): Promise<number[]> {
+async function applyWithoutTransaction(reserved: ReservedSql, migration: Migration, options: MigrateOptions): Promise<number> {
   const started = performance.now()
   for (const statement of splitStatements(migration.sql)) {
     try {
-      await cancellable(reserved.unsafe(statement.sql), options.signal)
+      await cancelOnAbort(reserved.unsafe(statement.sql), options.signal)
     } catch (error) {
-      blameFile(error, -characterOffset(migration.sql, statement.offset), migration.sql)
-      throw error
+      throw blameFile(error, -characterOffset(migration.sql, statement.offset), migration.sql)
     }
+    // A Ctrl-C the embedded database could not turn into a cancel stops before the next statement.
+    if (options.signal?.aborted) throw new Error('interrupted')
   }
   const durationMs = performance.now() - started
-  await recordMigration(reserved, {id: migration.id, checksum: migration.checksum, durationMs, appliedBy: options.appliedBy})
-  return [Math.round(durationMs)]
+  return recordMigration(reserved, {id: migration.id, checksum: migration.checksum, durationMs, appliedBy: options.appliedBy}).catch((error) =>
+    Promise.reject(blameFile(error)),
+  )
 }
 
 async function withLockRetries<T>(
@@ -508,17 +548,21 @@ async function withLockRetries<T>(
 
 /**
  * Runs a query that an abort signal cancels (PostgreSQL answers 57014 and the
- * transaction rolls back). A query that still completes after the abort (the
- * embedded database ignores cancel requests) throws too, so the caller rolls back.
+ * transaction rolls back). The embedded database ignores cancel requests, so a
+ * query can still complete after the abort: callers check the signal. A query
+ * pipelined `behind` another is cancelled only once that one is done: postgres.js
+ * loses track of the queries after one cancelled before it started, and hangs.
  */
-async function cancellable<T>(query: PromiseLike<T> & {cancel(): void}, signal?: AbortSignal): Promise<T> {
+async function cancelOnAbort<T>(query: PromiseLike<T> & {cancel(): void}, signal?: AbortSignal, behind?: PromiseLike<unknown>): Promise<T> {
   if (!signal) return query
-  const cancel = () => query.cancel()
+  const cancel = () => {
+    void Promise.resolve(behind)
+      .catch(() => undefined)
+      .then(() => query.cancel())
+  }
   signal.addEventListener('abort', cancel, {once: true})
   try {
-    const result = await query
-    if (signal.aborted) throw new Error('interrupted')
-    return result
+    return await query
   } finally {
     signal.removeEventListener('abort', cancel)
   }
@@ -550,7 +594,7 @@ function migrationError(
   if (!sessionSurvives(error)) {
     return new TwDbError('E_CONNECTION_LOST', `lost the connection to the server while applying ${migration.id}: ${pg.message}${sqlstate}`, {
       hint: migration.transaction
-        ? 'It was not committed, so nothing of it was applied. Run migrate again once the server is reachable.'
+        ? 'It was committed with its ledger row or rolled back as a whole: tw-db status shows which. Run migrate again once the server is reachable.'
         : 'It runs outside a transaction: statements before the failure may stay applied. Check, then run migrate again.',
       cause: error,
       details,

@@ -13,7 +13,7 @@ import {pipeline} from 'node:stream/promises'
 import {createGunzip} from 'node:zlib'
 
 import type {ConnectionConfig} from './config.js'
-import type {Sql} from './connection.js'
+import {reserveSession, type Sql} from './connection.js'
 import {DumpScriptError, parseDumpScript} from './dump-script.js'
 import {EXIT, TwDbError, isPgError, sessionSurvives} from './errors.js'
 import {describeToolFailure, findTools, spawnTool, waitForTool, type PgTool, type PgToolName} from './pgtools.js'
@@ -207,7 +207,7 @@ async function restoreIntoEmbedded(sql: Sql, dataDir: string, script: string, cl
   }
   const {runningEmbedded, restoreSessionDefaults} = await import('./embedded.js')
   const {pglite} = await runningEmbedded(dataDir)
-  const reserved = await sql.reserve()
+  const reserved = await reserveSession(sql)
   let line = 0
   try {
     await reserved`begin`

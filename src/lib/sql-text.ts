@@ -96,6 +96,16 @@ function skipQuoted(source: string, from: number, quote: string, backslashEscape
   return i
 }
 
+/**
+ * A string as an SQL literal, in the E'' syntax so that it reads the same
+ * whatever standard_conforming_strings says.
+ */
+export function quoteLiteral(value: string): string {
+  // A simple query is a C string on the wire: a NUL would end it early.
+  if (value.includes('\0')) throw new Error('an SQL literal cannot contain a NUL character')
+  return `E'${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`
+}
+
 export function stripSqlComments(text: string): string {
   return text.replace(/--[^\n]*/g, '').replace(/\/\*[\s\S]*?\*\//g, '')
 }

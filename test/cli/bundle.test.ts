@@ -63,13 +63,18 @@ describe('the bundled CLI', () => {
 
   it('leaves PGlite unloaded when the database is a server', async () => {
     const db = await servers.get(major)!.createDatabase()
-    const record = path.join(tempDir(), 'imports.txt')
-    writeFileSync(record, '')
-    const env = {...process.env, RECORD_IMPORTS: record}
-    execFileSync(process.execPath, ['--import', pathToFileURL(RECORD_IMPORTS).href, path.join(ROOT, 'bin', 'run.js'), 'status', '--database-url', db.url], {env, encoding: 'utf8'})
-    const imported = readFileSync(record, 'utf8').split('\n').filter(Boolean)
-    assert.ok(imported.some((specifier) => specifier.endsWith('load-cli.js')), 'the hook records what bin/run.js imports')
-    assert.deepEqual(imported.filter((specifier) => specifier.includes('@electric-sql/')), [])
+    const importsOf = (databaseUrl: string) => {
+      const record = path.join(tempDir(), 'imports.txt')
+      writeFileSync(record, '')
+      const env = {...process.env, RECORD_IMPORTS: record}
+      execFileSync(process.execPath, ['--import', pathToFileURL(RECORD_IMPORTS).href, path.join(ROOT, 'bin', 'run.js'), 'status', '--database-url', databaseUrl], {
+        env,
+        encoding: 'utf8',
+      })
+      return readFileSync(record, 'utf8').split('\n').filter((specifier) => specifier.includes('@electric-sql/'))
+    }
+    assert.ok(importsOf(`pglite:${path.join(tempDir(), 'data')}`).length > 0, 'the hook records the embedded database when it is used')
+    assert.deepEqual(importsOf(db.url), [])
   })
 
   it('reaches import() from the cached bundle: PGlite and a JavaScript config file', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
 
-import {characterOffset, positionToLineColumn, splitStatements} from '../../src/lib/sql-text.js'
+import {characterOffset, positionToLineColumn, quoteLiteral, splitStatements} from '../../src/lib/sql-text.js'
 
 const texts = (source: string) => splitStatements(source).map((s) => s.sql)
 
@@ -164,5 +164,19 @@ describe('characterOffset', () => {
     // PostgreSQL reports "nope" at character 8 of the second statement.
     const filePosition = characterOffset(source, second.offset) + 8
     assert.deepEqual(positionToLineColumn(source, filePosition), {line: 2, column: 8, lineText: 'select nope;'})
+  })
+})
+
+describe('quoteLiteral', () => {
+  it('doubles quotes and backslashes inside E-syntax quotes, which read the same whatever standard_conforming_strings says', () => {
+    assert.equal(quoteLiteral('tw-db 0.1.0'), "E'tw-db 0.1.0'")
+    assert.equal(quoteLiteral("it's"), "E'it''s'")
+    assert.equal(quoteLiteral('a\\b'), "E'a\\\\b'")
+    assert.equal(quoteLiteral("\\'; drop table x; --"), "E'\\\\''; drop table x; --'")
+    assert.equal(quoteLiteral(''), "E''")
+  })
+
+  it('refuses a NUL character, which would end a simple query early', () => {
+    assert.throws(() => quoteLiteral('a\0b'), /NUL/)
   })
 })
