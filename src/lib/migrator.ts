@@ -489,10 +489,19 @@ async function applyInSharedTransaction(
     const [last] = await Promise.all([recorded(record!), reserved`commit`])
     durations.push(last)
   } catch (error) {
-    if (sessionSurvives(error)) await reserved`rollback`.catch(() => undefined)
+    if (sessionSurvives(error)) await endFailedTransaction(reserved)
     throw error
   }
   return durations
+}
+
+/**
+ * After a failed query the session is either idle (nothing ran, or COMMIT
+ * failed) or in an aborted transaction, which only ROLLBACK ends. Asking
+ * first spares a "there is no transaction in progress" warning.
+ */
+async function endFailedTransaction(reserved: ReservedSql): Promise<void> {
+  await reserved`select 1`.catch(() => reserved`rollback`).catch(() => undefined)
 }
 
 /**
