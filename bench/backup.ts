@@ -51,11 +51,16 @@ export async function backup({server, scale, work}: Context): Promise<Row[]> {
   const [pgDumpFile, pgDumpNull, twDbBackup] = await measure(
     'backup',
     [
-      {label: 'pg_dump -Fp -f FILE', run: () => toFile('pg_dump.sql', (file) => timeProcess(pgTool('pg_dump'), ['-Fp', '-d', source.url, '-f', file], {env, watchRss: true}))},
+      {
+        label: 'pg_dump -Fp -f FILE',
+        memory: true,
+        run: (watchRss) => toFile('pg_dump.sql', (file) => timeProcess(pgTool('pg_dump'), ['-Fp', '-d', source.url, '-f', file], {env, watchRss})),
+      },
       {label: 'pg_dump -Fp > /dev/null', run: () => timeProcess(pgTool('pg_dump'), ['-Fp', '-d', source.url], {env, stdout: '/dev/null'})},
       {
         label: 'tw-db backup -o FILE',
-        run: () => toFile('tw-db.sql', (file) => timeProcess(NODE, [BIN, 'backup', '-o', file, '--database-url', source.url], {env, cwd: work, watchRss: true})),
+        memory: true,
+        run: (watchRss) => toFile('tw-db.sql', (file) => timeProcess(NODE, [BIN, 'backup', '-o', file, '--database-url', source.url], {env, cwd: work, watchRss})),
       },
     ],
     scale.runs.backup,
@@ -71,7 +76,8 @@ export async function backup({server, scale, work}: Context): Promise<Row[]> {
       },
       {
         label: 'tw-db restore FILE',
-        run: () => withDatabase(server, (db) => timeProcess(NODE, [BIN, 'restore', dump, '--database-url', db.url], {env, cwd: work, watchRss: true})),
+        memory: true,
+        run: (watchRss) => withDatabase(server, (db) => timeProcess(NODE, [BIN, 'restore', dump, '--database-url', db.url], {env, cwd: work, watchRss})),
       },
     ],
     scale.runs.backup,

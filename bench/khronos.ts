@@ -211,9 +211,11 @@ export async function khronos({server, scale}: Context): Promise<Row[]> {
       {label: 'row by row (postgres.js, one UPDATE per row)', run: onCopy(server, template.name, fingerprints, 'row by row', (url) => timed(() => convertRowByRow(url), true))},
       {
         label: 'tw-db migrate --target khronosvalue_v2',
-        run: onCopy(server, template.name, fingerprints, 'tw-db', (url) =>
-          timeProcess(NODE, [BIN, 'migrate', '--target', 'khronosvalue_v2', '--database-url', url], {env, watchRss: true}),
-        ),
+        memory: true,
+        run: (watchRss) =>
+          onCopy(server, template.name, fingerprints, 'tw-db', (url) =>
+            timeProcess(NODE, [BIN, 'migrate', '--target', 'khronosvalue_v2', '--database-url', url], {env, watchRss}),
+          )(),
       },
     ],
     scale.runs.khronos,

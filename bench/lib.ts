@@ -196,13 +196,20 @@ function watchRss(pid: number): {stop(): PeakRss} {
 
 export interface Case {
   label: string
-  /** One timed run; any preparation (a fresh database) happens inside, outside the timed part. */
-  run: () => Promise<Run>
+  /**
+   * One timed run; any preparation (a fresh database) happens inside, outside
+   * the timed part. `watchRss`: record the peak RSS of the processes it starts.
+   */
+  run: (watchRss: boolean) => Promise<Run>
+  /** Measure peak memory too, in one more run after the timed ones. */
+  memory?: boolean
 }
 
 export interface Series {
   label: string
   runs: Run[]
+  /** From the extra run of a `memory` case. */
+  rss?: PeakRss
 }
 
 /**
@@ -210,14 +217,20 @@ export interface Series {
  * burst of load from elsewhere on the machine hits every case alike.
  */
 export async function measure(section: string, cases: Case[], runs: number, warmups = 0): Promise<Series[]> {
-  const series = cases.map((c) => ({label: c.label, runs: [] as Run[]}))
+  const series: Series[] = cases.map((c) => ({label: c.label, runs: []}))
   for (let round = 0; round < warmups + runs; round++) {
     for (const [index, c] of cases.entries()) {
-      const run = await c.run()
+      const run = await c.run(false)
       if (round < warmups) continue
       series[index].runs.push(run)
       progress(`[${section}] ${round - warmups + 1}/${runs} ${c.label}: ${formatMs(run.ms)} (CPU ${formatMs(run.cpuMs)})`)
     }
+  }
+  // Memory in runs of its own: reading /proc every RSS_POLL_MS takes CPU from the run it watches.
+  for (const [index, c] of cases.entries()) {
+    if (!c.memory) continue
+    series[index].rss = (await c.run(true)).rss
+    progress(`[${section}] memory ${c.label}: ${JSON.stringify(series[index].rss)}`)
   }
   return series
 }
@@ -241,10 +254,9 @@ export function medianCpuMs(series: Series): number {
   return median(series.runs.map((r) => r.cpuMs))
 }
 
-/** The largest peak RSS (kB) over the runs, for the process itself or a child by name. */
+/** Peak RSS (kB) of a `memory` case, for the process itself or a child by name. */
 export function peakRssKb(series: Series, key = 'self'): number | undefined {
-  const values = series.runs.map((r) => r.rss?.[key]).filter((v): v is number => v !== undefined)
-  return values.length > 0 ? Math.max(...values) : undefined
+  return series.rss?.[key]
 }
 
 export function progress(message: string): void {

@@ -97,7 +97,9 @@ export async function migrations({server, scale, work}: Context): Promise<Row[]>
       {label: 'node-pg-migrate up', run: applying((url) => timeProcess(NODE, nodePgMigrateArgs(registries.twDb), {env: cleanEnv({DATABASE_URL: url})}))},
       {
         label: 'tw-db migrate',
-        run: applying((url) => timeProcess(NODE, [BIN, 'migrate', '--migrations-dir', registries.twDb, '--database-url', url], {env, cwd: work, watchRss: true})),
+        memory: true,
+        run: (watchRss) =>
+          applying((url) => timeProcess(NODE, [BIN, 'migrate', '--migrations-dir', registries.twDb, '--database-url', url], {env, cwd: work, watchRss}))(),
       },
     ],
     scale.runs.migrations,
