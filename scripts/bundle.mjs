@@ -44,6 +44,25 @@ const codeUnitSortOfCommands = {
   },
 }
 
+// string-width runs emoji-regex's pattern (thousands of alternatives) over
+// every string it measures, and V8 compiles that pattern on first use: 5 ms of
+// `tw-db status`, whose table (cli-table3) measures every cell. Printable
+// ASCII holds no emoji and takes one column a character, so such a string's
+// width is its length (test/cli/bundle.test.ts checks string-width agrees);
+// anything else, ANSI colours included, goes through string-width as before.
+const asciiStringWidth = {
+  name: 'ascii-string-width',
+  setup(build) {
+    build.onLoad({filter: /[\\/]node_modules[\\/]string-width[\\/]index\.js$/}, ({path}) => {
+      const exported = 'module.exports = stringWidth;'
+      const source = readFileSync(path, 'utf8')
+      if (!source.includes(exported)) throw new Error(`${path} no longer ends with "${exported}": review scripts/bundle.mjs`)
+      const fast = 'module.exports = (string) => (typeof string === "string" && /^[\\x20-\\x7e]*$/.test(string) ? string.length : stringWidth(string));'
+      return {contents: source.replace(exported, fast), loader: 'js'}
+    })
+  },
+}
+
 // A code cache left from a previous bundle must never meet a new one.
 rmSync('dist/bundle', {recursive: true, force: true})
 
@@ -57,7 +76,7 @@ const {outputFiles} = await build({
   target: 'node20',
   external: ['@electric-sql/*', 'typescript'],
   define: {'import.meta.url': 'bundleFileUrl'},
-  plugins: [codeUnitSortOfCommands],
+  plugins: [codeUnitSortOfCommands, asciiStringWidth],
   logLevel: 'warning',
 })
 

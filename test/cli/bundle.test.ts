@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import {isAscii} from 'node:buffer'
 import {execFileSync} from 'node:child_process'
 import {readFileSync, writeFileSync} from 'node:fs'
-import {isBuiltin} from 'node:module'
+import {createRequire, isBuiltin} from 'node:module'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 import {fileURLToPath, pathToFileURL} from 'node:url'
@@ -102,5 +102,14 @@ describe('the bundled CLI', () => {
     const bundle = readFileSync(BUNDLE, 'latin1')
     assert.doesNotMatch(bundle, /\.sort\(\(a, (\w+)\) => a\.id\.localeCompare\(\1\.id\)\)/, 'the build replaced oclif\'s sort')
     assert.match(bundle, /\.sort\(\(a, (\w+)\) => a\.id < \1\.id \? -1 : a\.id > \1\.id \? 1 : 0\)/)
+  })
+
+  it('measures printable ASCII by its length, as string-width does (the bundle skips its emoji pattern for such text)', () => {
+    const stringWidth = createRequire(import.meta.url)('string-width') as (text: string) => number
+    const printable = Array.from({length: 0x7f - 0x20}, (_, i) => String.fromCharCode(0x20 + i))
+    for (const char of printable) assert.equal(stringWidth(char), 1, JSON.stringify(char))
+    assert.equal(stringWidth(printable.join('')), printable.length)
+    const bundle = readFileSync(BUNDLE, 'latin1')
+    assert.match(bundle, /=> typeof (\w+) === "string" && \/\^\[\\x20-\\x7e\]\*\$\/\.test\(\1\) \? \1\.length : stringWidth\(\1\)/)
   })
 })
