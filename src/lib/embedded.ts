@@ -72,8 +72,15 @@ export async function runningEmbedded(dataDir: string): Promise<EmbeddedDatabase
 
 async function start(dataDir: string): Promise<Running> {
   mkdirSync(path.dirname(dataDir), {recursive: true, mode: 0o700})
-  const releaseLock = lockDataDir(dataDir)
+  // The guard comes first: a Ctrl-C the moment the lock file exists must find it in place.
   const signals = guardSignals(dataDir)
+  let releaseLock: () => void
+  try {
+    releaseLock = lockDataDir(dataDir)
+  } catch (error) {
+    signals.off()
+    throw error
+  }
   try {
     const [{PGlite}, {uuid_ossp}, {PGLiteSocketServer}] = await Promise.all([
       import('@electric-sql/pglite'),
