@@ -444,12 +444,12 @@ async function applyInOwnTransaction(reserved: ReservedSql, migration: Migration
   const [began, ran, recorded, committed] = await Promise.allSettled([
     beginning,
     cancelOnAbort(reserved.unsafe(migration.sql).execute(), options.signal, beginning),
-    recordMigration(reserved, {id: migration.id, checksum: migration.checksum, appliedBy: options.appliedBy}),
+    recordLedgerRow(reserved, migration, options),
     reserved`commit`.execute(),
   ])
   if (began.status === 'rejected') throw began.reason
   if (ran.status === 'rejected') throw blameFile(ran.reason, 0, migration.sql)
-  if (recorded.status === 'rejected') throw blameFile(recorded.reason)
+  if (recorded.status === 'rejected') throw recorded.reason
   if (committed.status === 'rejected') throw committed.reason
   return recorded.value
 }
@@ -466,13 +466,12 @@ async function applyInSharedTransaction(
   onStart: (migration: Migration) => void,
 ): Promise<number[]> {
   const durations: number[] = []
-  const recorded = (record: Promise<number>) => record.catch((error) => Promise.reject(blameFile(error)))
   try {
     await begin(reserved, options)
     let record: Promise<number> | undefined
     for (const migration of migrations) {
       // The previous ledger row, before this migration's SQL, so a failure is blamed on the right one.
-      if (record) durations.push(await recorded(record))
+      if (record) durations.push(await record)
       onStart(migration)
       const started = performance.now()
       try {
@@ -483,10 +482,10 @@ async function applyInSharedTransaction(
       // A Ctrl-C the embedded database could not turn into a cancel: roll back all the same.
       if (options.signal?.aborted) throw new Error('interrupted')
       const durationMs = performance.now() - started
-      record = recordMigration(reserved, {id: migration.id, checksum: migration.checksum, durationMs, appliedBy: options.appliedBy})
+      record = recordLedgerRow(reserved, migration, options, durationMs)
     }
     // Pipelined: if the insert fails, the server turns this COMMIT into a rollback.
-    const [last] = await Promise.all([recorded(record!), reserved`commit`])
+    const [last] = await Promise.all([record!, reserved`commit`])
     durations.push(last)
   } catch (error) {
     if (sessionSurvives(error)) await endFailedTransaction(reserved)
@@ -531,6 +530,15 @@ async function applyWithoutTransaction(reserved: ReservedSql, migration: Migrati
     if (options.signal?.aborted) throw new Error('interrupted')
   }
   const durationMs = performance.now() - started
+  return recordLedgerRow(reserved, migration, options, durationMs)
+}
+
+/**
+ * Sends the migration's ledger row at once; without `durationMs` the server
+ * records its own. A failure carries no position: it would point into
+ * tw-db's INSERT, not into the migration's file.
+ */
+function recordLedgerRow(reserved: ReservedSql, migration: Migration, options: MigrateOptions, durationMs?: number): Promise<number> {
   return recordMigration(reserved, {id: migration.id, checksum: migration.checksum, durationMs, appliedBy: options.appliedBy}).catch((error) =>
     Promise.reject(blameFile(error)),
   )
