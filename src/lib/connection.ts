@@ -44,6 +44,11 @@ export async function openPool(connection: ConnectionConfig, options: PoolOption
   }
 }
 
+/** Whether the pool is on the embedded database, which runs in this process. */
+export function isEmbedded(sql: Sql): boolean {
+  return embeddedPools.has(sql)
+}
+
 /** The only place a postgres.js pool is created. Commands use `openPool`; check-connection needs a server's socket as configured. */
 export function createPool(connection: ConnectionConfig, options: PoolOptions): Sql {
   return postgres({

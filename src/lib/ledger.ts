@@ -75,6 +75,22 @@ export async function ensureLedger(sql: Queryable, columns: readonly string[] | 
   await sql.unsafe(`alter table ${LEDGER_TABLE} ${missing.map(([name, type]) => `add column ${name} ${type}`).join(', ')}`)
 }
 
+/**
+ * Set by each ledger row's INSERT, in its transaction: a rollback undoes it,
+ * so it names the last migration this session recorded and committed.
+ */
+const LAST_RECORDED_SETTING = 'tw_db.last_recorded'
+
+/**
+ * A query that fails (division by zero) unless the last migration this session
+ * recorded and committed is `id`. A migration sent before the previous one has
+ * answered starts with it, so that it aborts, and runs nothing, when the
+ * previous one did not commit.
+ */
+export function requireRecordedSql(id: string): string {
+  return `select 1 / (coalesce(current_setting('${LAST_RECORDED_SETTING}', true), '') = ${quoteLiteral(id)})::int`
+}
+
 export interface LedgerEntry {
   id: string
   checksum: string
@@ -96,7 +112,7 @@ export async function recordMigration(tx: Queryable, entry: LedgerEntry): Promis
   const [row] = await tx.unsafe<Array<{duration_ms: number}>>(
     `insert into ${LEDGER_TABLE} (id, checksum, duration_ms, applied_by)
     values (${quoteLiteral(entry.id)}, ${quoteLiteral(entry.checksum)}, ${duration}, ${quoteLiteral(entry.appliedBy)})
-    returning duration_ms`,
+    returning duration_ms, set_config('${LAST_RECORDED_SETTING}', ${quoteLiteral(entry.id)}, false)`,
   ).execute()
   return row.duration_ms
 }

@@ -1,9 +1,9 @@
 import path from 'node:path'
 import {setImmediate as nextTurn, setTimeout as sleep} from 'node:timers/promises'
 
-import {reserveSession, type ReservedSql, type Sql} from './connection.js'
+import {isEmbedded, reserveSession, type ReservedSql, type Sql} from './connection.js'
 import {EXIT, SQLSTATE, TwDbError, isPgError, sessionSurvives, usageError, type PgErrorLike} from './errors.js'
-import {ensureLedger, readLedger, recordMigration, type LedgerRow} from './ledger.js'
+import {ensureLedger, readLedger, recordMigration, requireRecordedSql, type LedgerRow} from './ledger.js'
 import type {Migration} from './registry.js'
 import {characterOffset, positionToLineColumn, splitStatements} from './sql-text.js'
 
@@ -237,7 +237,7 @@ export async function migrate(sql: Sql, options: MigrateOptions): Promise<Migrat
     const {toApply, remaining} = selectTarget(options.migrations, p.pending, options.target)
     const applied = options.singleTransaction
       ? await applyInOneTransaction(reserved, toApply, options, emit)
-      : await applyEach(reserved, toApply, options, emit)
+      : await applyEach(reserved, toApply, {...options, pipelined: !isEmbedded(sql)}, emit)
     return {applied, pending: remaining.map((m) => m.id), upToDate: remaining.length === 0, dryRun: false}
   })
 }
@@ -368,18 +368,35 @@ function lockTimeoutError(holder: LockHolder | null, timeoutSeconds: number): Tw
 async function applyEach(
   reserved: ReservedSql,
   migrations: readonly Migration[],
-  options: MigrateOptions,
+  options: MigrateOptions & {pipelined: boolean},
   emit: (event: MigrateEvent) => void,
 ): Promise<AppliedMigration[]> {
   const applied: AppliedMigration[] = []
-  for (const migration of migrations) {
+  // The next migration, already sent behind the one the server is running.
+  let ahead: InFlight | undefined
+  for (const [index, migration] of migrations.entries()) {
     try {
       // The embedded database runs in this process and holds the event loop while it works: one turn
       // of the loop lets a Ctrl-C that came meanwhile be seen before the next migration starts.
       if (options.signal) await nextTurn()
-      if (options.signal?.aborted) throw interruptedError(migration)
+      if (options.signal?.aborted && ahead?.migration !== migration) throw interruptedError(migration)
       const durationMs = migration.transaction
-        ? await withLockRetries(migration.id, options, emit, () => applyInOwnTransaction(reserved, migration, options))
+        ? await withLockRetries(migration.id, options, emit, async () => {
+            const current = ahead ?? sendInOwnTransaction(reserved, migration, options)
+            ahead = undefined
+            // The server goes on to the next migration without waiting for tw-db to read this one's
+            // answer. On a real server only: the embedded one gains nothing, and would run it past a Ctrl-C.
+            const next = migrations[index + 1]
+            if (options.pipelined && next?.transaction && !options.signal?.aborted) ahead = sendInOwnTransaction(reserved, next, options, migration)
+            try {
+              return await settle(current)
+            } catch (error) {
+              // Whatever was sent behind a failure aborts at its guard; the session must be idle again.
+              if (ahead) await ahead.outcome
+              ahead = undefined
+              throw error
+            }
+          })
         : await applyWithoutTransaction(reserved, migration, options)
       const result = {id: migration.id, description: migration.description, durationMs, checksum: migration.checksum}
       applied.push(result)
@@ -419,14 +436,26 @@ async function applyInOneTransaction(
   }
 }
 
-/** BEGIN, with SET LOCAL lock_timeout so application traffic can never make a migration wait forever. */
-function begin(reserved: ReservedSql, options: MigrateOptions) {
-  // An integer number of ms built here, never input text.
-  return reserved.unsafe(`begin; set local lock_timeout = ${Math.round(options.statementLockTimeout * 1000)}`)
+/**
+ * BEGIN, with SET LOCAL lock_timeout so application traffic can never make a
+ * migration wait forever; `after` a migration, also its guard: the transaction
+ * aborts unless that migration is recorded.
+ */
+function begin(reserved: ReservedSql, options: MigrateOptions, after?: Migration) {
+  // An integer number of ms built here, never input text; the guard quotes its id.
+  const guard = after ? `; ${requireRecordedSql(after.id)}` : ''
+  return reserved.unsafe(`begin; set local lock_timeout = ${Math.round(options.statementLockTimeout * 1000)}${guard}`)
+}
+
+/** A migration's queries on their way to the server, and how each ended. */
+interface InFlight {
+  readonly migration: Migration
+  /** Never rejects. */
+  readonly outcome: Promise<[PromiseSettledResult<unknown>, PromiseSettledResult<unknown>, PromiseSettledResult<number>, PromiseSettledResult<unknown>]>
 }
 
 /**
- * One migration in its own transaction, sent in one write as four queries:
+ * Sends one migration in its own transaction, in one write, as four queries:
  * BEGIN, the migration's SQL, its ledger row, COMMIT. Round trips are most of
  * a small migration's cost. Whatever fails, the server goes on with the rest
  * in an aborted transaction: the ledger row fails and COMMIT becomes a
@@ -435,18 +464,28 @@ function begin(reserved: ReservedSql, options: MigrateOptions) {
  * migration with a syntax error must not take its BEGIN down with it. So the
  * migration is applied and recorded, or not at all, even if tw-db dies
  * meanwhile (its backend may still commit it, unless the server's check for a
- * dead client stops it first). Returns the duration recorded: the server's,
- * from BEGIN to the ledger row.
+ * dead client stops it first). Sent `after` another migration whose answer
+ * has not come yet, it is guarded: it runs only if that one committed.
  */
-async function applyInOwnTransaction(reserved: ReservedSql, migration: Migration, options: MigrateOptions): Promise<number> {
+function sendInOwnTransaction(reserved: ReservedSql, migration: Migration, options: MigrateOptions, after?: Migration): InFlight {
   // postgres.js sends a query when it is first awaited or executed: each is executed here, in order.
-  const beginning = begin(reserved, options).execute()
-  const [began, ran, recorded, committed] = await Promise.allSettled([
+  const beginning = begin(reserved, options, after).execute()
+  const outcome = Promise.allSettled([
     beginning,
     cancelOnAbort(reserved.unsafe(migration.sql).execute(), options.signal, beginning),
     recordLedgerRow(reserved, migration, options),
     reserved`commit`.execute(),
   ])
+  return {migration, outcome}
+}
+
+/**
+ * Waits for a migration sent by sendInOwnTransaction. Returns the duration
+ * recorded (the server's, from BEGIN to the ledger row); throws the
+ * migration's failure.
+ */
+async function settle({migration, outcome}: InFlight): Promise<number> {
+  const [began, ran, recorded, committed] = await outcome
   if (began.status === 'rejected') throw began.reason
   if (ran.status === 'rejected') throw blameFile(ran.reason, 0, migration.sql)
   if (recorded.status === 'rejected') throw recorded.reason

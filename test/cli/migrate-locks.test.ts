@@ -72,6 +72,9 @@ for (const major of testMajors()) {
         assert.equal(result.code, 0, result.stderr)
         assert.match(result.stderr, /Retry 1\/3 of alter_app_table in 1\.00 s: canceling statement due to lock timeout/)
         assert.deepEqual(await columnsOf(db.sql, 'app_table').then((cols) => cols.map((c) => c.name)), ['id', 'added_by_migration'])
+        // The next migration was sent behind the one that timed out: it must have waited for the retry.
+        assert.deepEqual([...(await db.sql`select columns from app_columns_seen`)], [{columns: 2}])
+        assert.deepEqual((await ledgerRows(db.sql)).map((r) => r.id), ['alter_app_table', 'count_app_columns'])
       } finally {
         app.release()
       }
@@ -94,6 +97,7 @@ for (const major of testMajors()) {
         await app`rollback`
         assert.deepEqual(await ledgerRows(db.sql), [])
         assert.deepEqual((await columnsOf(db.sql, 'app_table')).map((c) => c.name), ['id'])
+        assert.equal(await tableExists(db.sql, 'app_columns_seen'), false, 'nothing after the interrupted migration may run')
         const [{locks}] = await db.sql`select count(*)::int as locks from pg_locks where locktype = 'advisory'`
         assert.equal(locks, 0, 'the migration lock must be released')
         const again = await runCli(['migrate', '--config', config, '--migrations-dir', path.join(FIXTURES, 'locking')])
@@ -112,6 +116,7 @@ for (const major of testMajors()) {
         assert.match(result.stderr, /SQLSTATE 55P03/)
         await app`rollback`
         assert.deepEqual(await ledgerRows(db.sql), [])
+        assert.equal(await tableExists(db.sql, 'app_columns_seen'), false, 'nothing after the failed migration may run')
       } finally {
         app.release()
       }
