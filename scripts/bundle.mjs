@@ -46,10 +46,11 @@ const codeUnitSortOfCommands = {
 
 // string-width runs emoji-regex's pattern (thousands of alternatives) over
 // every string it measures, and V8 compiles that pattern on first use: 5 ms of
-// `tw-db status`, whose table (cli-table3) measures every cell. Printable
-// ASCII holds no emoji and takes one column a character, so such a string's
-// width is its length (test/cli/bundle.test.ts checks string-width agrees);
-// anything else, ANSI colours included, goes through string-width as before.
+// `tw-db status`, whose table (cli-table3) measures every cell, and for each
+// the mark it truncates with, "…" (U+2026). Printable ASCII and that mark
+// hold no emoji and take one column a character, so such a string's width is
+// its length (test/cli/bundle.test.ts checks string-width agrees); anything
+// else, ANSI colours included, goes through string-width as before.
 const asciiStringWidth = {
   name: 'ascii-string-width',
   setup(build) {
@@ -57,7 +58,7 @@ const asciiStringWidth = {
       const exported = 'module.exports = stringWidth;'
       const source = readFileSync(path, 'utf8')
       if (!source.includes(exported)) throw new Error(`${path} no longer ends with "${exported}": review scripts/bundle.mjs`)
-      const fast = 'module.exports = (string) => (typeof string === "string" && /^[\\x20-\\x7e]*$/.test(string) ? string.length : stringWidth(string));'
+      const fast = 'module.exports = (string) => (typeof string === "string" && /^[\\x20-\\x7e\\u2026]*$/.test(string) ? string.length : stringWidth(string));'
       return {contents: source.replace(exported, fast), loader: 'js'}
     })
   },

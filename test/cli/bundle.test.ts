@@ -104,12 +104,12 @@ describe('the bundled CLI', () => {
     assert.match(bundle, /\.sort\(\(a, (\w+)\) => a\.id < \1\.id \? -1 : a\.id > \1\.id \? 1 : 0\)/)
   })
 
-  it('measures printable ASCII by its length, as string-width does (the bundle skips its emoji pattern for such text)', () => {
+  it('measures printable ASCII and "…" by their length, as string-width does (the bundle skips its emoji pattern for such text)', () => {
     const stringWidth = createRequire(import.meta.url)('string-width') as (text: string) => number
-    const printable = Array.from({length: 0x7f - 0x20}, (_, i) => String.fromCharCode(0x20 + i))
+    const printable = [...Array.from({length: 0x7f - 0x20}, (_, i) => String.fromCharCode(0x20 + i)), '\u2026']
     for (const char of printable) assert.equal(stringWidth(char), 1, JSON.stringify(char))
     assert.equal(stringWidth(printable.join('')), printable.length)
     const bundle = readFileSync(BUNDLE, 'latin1')
-    assert.match(bundle, /=> typeof (\w+) === "string" && \/\^\[\\x20-\\x7e\]\*\$\/\.test\(\1\) \? \1\.length : stringWidth\(\1\)/)
+    assert.match(bundle, /=> typeof (\w+) === "string" && \/\^\[\\x20-\\x7e\\u2026\]\*\$\/\.test\(\1\) \? \1\.length : stringWidth\(\1\)/)
   })
 })
