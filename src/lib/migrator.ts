@@ -374,36 +374,41 @@ async function applyEach(
   const applied: AppliedMigration[] = []
   // The next migration, already sent behind the one the server is running.
   let ahead: InFlight | undefined
-  for (const [index, migration] of migrations.entries()) {
-    try {
-      // The embedded database runs in this process and holds the event loop while it works: one turn
-      // of the loop lets a Ctrl-C that came meanwhile be seen before the next migration starts.
-      if (options.signal) await nextTurn()
-      if (options.signal?.aborted && ahead?.migration !== migration) throw interruptedError(migration)
-      const durationMs = migration.transaction
-        ? await withLockRetries(migration.id, options, emit, async () => {
-            const current = ahead ?? sendInOwnTransaction(reserved, migration, options)
-            ahead = undefined
-            // The server goes on to the next migration without waiting for tw-db to read this one's
-            // answer. On a real server only: the embedded one gains nothing, and would run it past a Ctrl-C.
-            const next = migrations[index + 1]
-            if (options.pipelined && next?.transaction && !options.signal?.aborted) ahead = sendInOwnTransaction(reserved, next, options, migration)
-            try {
-              return await settle(current)
-            } catch (error) {
-              // Whatever was sent behind a failure aborts at its guard; the session must be idle again.
-              if (ahead) await ahead.outcome
+  try {
+    for (const [index, migration] of migrations.entries()) {
+      try {
+        // The embedded database runs in this process and holds the event loop while it works: one turn
+        // of the loop lets a Ctrl-C that came meanwhile be seen before the next migration starts.
+        if (options.signal) await nextTurn()
+        if (options.signal?.aborted && ahead?.migration !== migration) throw interruptedError(migration)
+        const durationMs = migration.transaction
+          ? await withLockRetries(migration.id, options, emit, async () => {
+              const current = ahead ?? sendInOwnTransaction(reserved, migration, options)
               ahead = undefined
-              throw error
-            }
-          })
-        : await applyWithoutTransaction(reserved, migration, options)
-      const result = {id: migration.id, description: migration.description, durationMs, checksum: migration.checksum}
-      applied.push(result)
-      emit({type: 'applied', ...result})
-    } catch (error) {
-      throw options.signal?.aborted ? interruptedError(migration) : migrationError(migration, error, applied, migrations)
+              // The server goes on to the next migration without waiting for tw-db to read this one's
+              // answer. On a real server only: the embedded one gains nothing, and would run it past a Ctrl-C.
+              const next = migrations[index + 1]
+              if (options.pipelined && next?.transaction && !options.signal?.aborted) ahead = sendInOwnTransaction(reserved, next, options, migration)
+              try {
+                return await settle(current)
+              } catch (error) {
+                // Whatever was sent behind a failure aborts at its guard; the session must be idle again.
+                if (ahead) await ahead.outcome
+                ahead = undefined
+                throw error
+              }
+            })
+          : await applyWithoutTransaction(reserved, migration, options)
+        const result = {id: migration.id, description: migration.description, durationMs, checksum: migration.checksum}
+        applied.push(result)
+        emit({type: 'applied', ...result})
+      } catch (error) {
+        throw options.signal?.aborted ? interruptedError(migration) : migrationError(migration, error, applied, migrations)
+      }
     }
+  } finally {
+    // Whatever stopped the run, the session must be idle before it is used again.
+    if (ahead) await ahead.outcome
   }
   return applied
 }
