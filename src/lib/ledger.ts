@@ -109,10 +109,11 @@ const DURATION_SINCE_BEGIN = '(extract(epoch from clock_timestamp() - transactio
  */
 export async function recordMigration(tx: Queryable, entry: LedgerEntry): Promise<number> {
   const duration = entry.durationMs === undefined ? DURATION_SINCE_BEGIN : String(Math.round(entry.durationMs))
+  const id = quoteLiteral(entry.id)
   const [row] = await tx.unsafe<Array<{duration_ms: number}>>(
     `insert into ${LEDGER_TABLE} (id, checksum, duration_ms, applied_by)
-    values (${quoteLiteral(entry.id)}, ${quoteLiteral(entry.checksum)}, ${duration}, ${quoteLiteral(entry.appliedBy)})
-    returning duration_ms, set_config('${LAST_RECORDED_SETTING}', ${quoteLiteral(entry.id)}, false)`,
+    values (${id}, ${quoteLiteral(entry.checksum)}, ${duration}, ${quoteLiteral(entry.appliedBy)})
+    returning duration_ms, set_config('${LAST_RECORDED_SETTING}', ${id}, false)`,
   ).execute()
   return row.duration_ms
 }

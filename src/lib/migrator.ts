@@ -379,7 +379,8 @@ async function applyEach(
       try {
         // The embedded database runs in this process and holds the event loop while it works: one turn
         // of the loop lets a Ctrl-C that came meanwhile be seen before the next migration starts.
-        if (options.signal) await nextTurn()
+        // A real server's answers come through the loop, so there it would only cost time.
+        if (options.signal && !options.pipelined) await nextTurn()
         if (options.signal?.aborted && ahead?.migration !== migration) throw interruptedError(migration)
         const durationMs = migration.transaction
           ? await withLockRetries(migration.id, options, emit, async () => {
