@@ -601,9 +601,10 @@ async function withLockRetries<T>(
       return await attempt()
     } catch (error) {
       const lockTimedOut = isPgError(error) && error.code === SQLSTATE.LOCK_NOT_AVAILABLE
-      if (!lockTimedOut || retry >= delays.length) throw error
+      if (!lockTimedOut || retry >= delays.length || options.signal?.aborted) throw error
       emit({type: 'retry', id: label, attempt: retry + 1, of: delays.length, delayMs: delays[retry], reason: (error as Error).message})
-      await sleep(delays[retry])
+      // A Ctrl-C during the pause ends it: the caller sees the aborted signal and reports the interruption.
+      await sleep(delays[retry], undefined, {signal: options.signal})
     }
   }
 }

@@ -107,6 +107,29 @@ for (const major of testMajors()) {
       }
     })
 
+    it('stops on Ctrl-C during the pause before a retry, even once the lock is free', async () => {
+      const {db, config, app} = await lockedByApplication(0.3)
+      try {
+        const child = spawnCli(['migrate', '--config', config, '--migrations-dir', path.join(FIXTURES, 'locking')])
+        const run = collect(child)
+        await new Promise<void>((resolve) => {
+          child.stderr!.on('data', (chunk) => String(chunk).includes('Retry 1/3') && resolve())
+          child.once('close', () => resolve())
+        })
+        // The lock comes free during the pause: a retry would now succeed, so none may be made.
+        await app`commit`
+        child.kill('SIGINT')
+        const result = await run
+        assert.equal(result.code, 1)
+        assert.match(result.stderr, /Error: interrupted before or while applying alter_app_table/)
+        assert.deepEqual(await ledgerRows(db.sql), [])
+        assert.deepEqual((await columnsOf(db.sql, 'app_table')).map((c) => c.name), ['id'])
+        assert.equal(await tableExists(db.sql, 'app_columns_seen'), false)
+      } finally {
+        app.release()
+      }
+    })
+
     it('fails with exit 1 after three lock_timeout retries when the lock never comes free', async () => {
       const {db, config, app} = await lockedByApplication(0.1)
       try {
