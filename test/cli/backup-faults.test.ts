@@ -3,9 +3,10 @@ import {chmodSync, readFileSync, readdirSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 
-import {PG_DUMP, PG_DUMP_MAJOR, seededDatabase, tempDir} from '../support/backup.js'
+import {PG_DUMP, PG_DUMP_MAJOR, seededDatabase} from '../support/backup.js'
 import {collect, runCli, spawnCli, waitUntil} from '../support/cli.js'
 import {PASSWORD, testMajors, useServers, type TestDatabase} from '../support/postgres.js'
+import {temporaryDirectory} from '../support/temp.js'
 
 // Servers newer than pg_dump refuse every backup before it starts (backup-restore.test.ts covers that).
 const majors = testMajors().filter((major) => major <= PG_DUMP_MAJOR)
@@ -13,7 +14,7 @@ const servers = useServers(majors)
 
 /** A pg_bin_dir whose pg_dump records its argv and whether it got PGPASSWORD, then runs the real one. */
 function recordingPgDump(behaviour = 'exec "$REAL" "$@"'): {dir: string; log: string} {
-  const dir = tempDir()
+  const dir = temporaryDirectory()
   const log = path.join(dir, 'calls.log')
   const script = `#!/bin/sh\nREAL=${JSON.stringify(PG_DUMP)}\n[ "$1" = --version ] && exec "$REAL" --version\nprintf 'argv:%s\\n' "$*" >> ${JSON.stringify(log)}\n[ -n "$PGPASSWORD" ] && echo env:PGPASSWORD=set >> ${JSON.stringify(log)}\n${behaviour}\n`
   writeFileSync(path.join(dir, 'pg_dump'), script)
@@ -72,7 +73,7 @@ async function blockedBackup(db: TestDatabase, output: string) {
 }
 
 function configWith(url: string, pgBinDir: string): string {
-  const file = path.join(tempDir(), 'tw-db.config.yaml')
+  const file = path.join(temporaryDirectory(), 'tw-db.config.yaml')
   writeFileSync(file, `database:\n  url: ${url}\ntools:\n  pg_bin_dir: ${pgBinDir}\n`, {mode: 0o600})
   return file
 }
@@ -81,7 +82,7 @@ for (const major of majors) {
   describe(`backup when pg_dump fails or tw-db is stopped, on PostgreSQL ${major}`, () => {
     it('leaves no file when pg_dump fails, and reports what pg_dump said', async () => {
       const source = await seededDatabase(servers.get(major)!)
-      const dir = tempDir()
+      const dir = temporaryDirectory()
       const result = await runCli(['backup', '--database-url', source.url, '-t', 'no_such_table', '-o', path.join(dir, 'out.sql')])
       assert.equal(result.code, 1)
       assert.match(result.stderr, /Error: backup failed: pg_dump \d+\.\d+ exited with status 1: pg_dump: error: no matching tables were found/)
@@ -90,7 +91,7 @@ for (const major of majors) {
 
     it('leaves no file when pg_dump is killed half-way', async () => {
       const source = await seededDatabase(servers.get(major)!)
-      const dir = tempDir()
+      const dir = temporaryDirectory()
       const fake = recordingPgDump('"$REAL" "$@" | head -c 2000\nkill -KILL $$')
       const result = await runCli(['backup', '--config', configWith(source.url, fake.dir), '-o', path.join(dir, 'out.sql')])
       assert.equal(result.code, 1)
@@ -100,7 +101,7 @@ for (const major of majors) {
 
     it('leaves only its temporary file when killed with SIGKILL, and the next backup removes it', async () => {
       const source = await seededDatabase(servers.get(major)!)
-      const dir = tempDir()
+      const dir = temporaryDirectory()
       const output = path.join(dir, 'out.sql')
       const backup = await blockedBackup(source, output)
       try {
@@ -129,7 +130,7 @@ for (const major of majors) {
 
     it('stops pg_dump and removes its temporary file when tw-db gets SIGTERM', async () => {
       const source = await seededDatabase(servers.get(major)!)
-      const dir = tempDir()
+      const dir = temporaryDirectory()
       const backup = await blockedBackup(source, path.join(dir, 'out.sql'))
       let pgDumpLeft = true
       try {
@@ -150,7 +151,7 @@ for (const major of majors) {
       const source = await seededDatabase(servers.get(major)!)
       await source.sql`grant select on all tables in schema public to tw_secret_user`
       const fake = recordingPgDump()
-      const dir = tempDir()
+      const dir = temporaryDirectory()
       const result = await runCli(['backup', '--config', configWith(source.passwordUrl, fake.dir), '-F', 'custom', '-o', path.join(dir, 'out.dump')])
       assert.equal(result.code, 0, result.stderr)
       const log = readFileSync(fake.log, 'utf8')

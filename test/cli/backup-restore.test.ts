@@ -5,10 +5,11 @@ import {readFileSync, readdirSync, statSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 
-import {PG_DUMP, PG_DUMP_MAJOR, dataChecksum, runInTerminal, runToFile, seededDatabase, tempDir} from '../support/backup.js'
+import {PG_DUMP, PG_DUMP_MAJOR, dataChecksum, runInTerminal, runToFile, seededDatabase} from '../support/backup.js'
 import {BIN, parseJson, runCli} from '../support/cli.js'
 import {testMajors, useServers} from '../support/postgres.js'
 import {ledgerRows, tableExists} from '../support/schema.js'
+import {temporaryDirectory} from '../support/temp.js'
 
 const servers = useServers()
 
@@ -17,7 +18,7 @@ for (const major of testMajors()) {
     describe(`backup on PostgreSQL ${major}, newer than the installed pg_dump ${PG_DUMP_MAJOR}`, () => {
       it('fails with exit 1 naming the server version, every pg_dump found and the fix, leaving no file', async () => {
         const db = await seededDatabase(servers.get(major)!)
-        const dir = tempDir()
+        const dir = temporaryDirectory()
         const output = path.join(dir, 'backup.dump')
         const result = await runCli(['backup', '--database-url', db.url, '-F', 'custom', '-o', output])
         assert.equal(result.code, 1)
@@ -35,7 +36,7 @@ for (const major of testMajors()) {
     it('round-trips plain SQL through a pipe: backup > file, restore < file', async () => {
       const source = await seededDatabase(servers.get(major)!)
       const target = await servers.get(major)!.createDatabase()
-      const file = path.join(tempDir(), 'dump.sql')
+      const file = path.join(temporaryDirectory(), 'dump.sql')
       const dumped = await runToFile(['backup', '--database-url', source.url], file)
       assert.equal(dumped.code, 0, dumped.stderr)
       assert.match(dumped.stderr, /Backup complete: plain format, streamed to stdout, .*last applied migration: drop_tenant_kv_expires_at/)
@@ -58,7 +59,7 @@ for (const major of testMajors()) {
       it(`round-trips the ${format} format through --output, written with mode 0600`, async () => {
         const source = await seededDatabase(servers.get(major)!)
         const target = await servers.get(major)!.createDatabase()
-        const dir = tempDir()
+        const dir = temporaryDirectory()
         const output = path.join(dir, name)
         const dumped = await runCli(['backup', '--database-url', source.url, ...args, '-o', output, '--json'])
         assert.equal(dumped.code, 0, dumped.stderr)
@@ -80,7 +81,7 @@ for (const major of testMajors()) {
 
     it('restores all or nothing: an error in the middle leaves the target as it was, even with --clean', async () => {
       const source = await seededDatabase(servers.get(major)!)
-      const file = path.join(tempDir(), 'dump.sql')
+      const file = path.join(temporaryDirectory(), 'dump.sql')
       assert.equal((await runToFile(['backup', '--database-url', source.url], file)).code, 0)
       const broken = readFileSync(file, 'utf8').replace('COPY public.tenant_state', 'SELECT no_such_function();\nCOPY public.tenant_state')
       writeFileSync(file, broken)
@@ -100,7 +101,7 @@ for (const major of testMajors()) {
 
     it('refuses a non-empty target without --clean (exit 2, nothing touched), and replaces it with --clean', async () => {
       const source = await seededDatabase(servers.get(major)!)
-      const file = path.join(tempDir(), 'dump.sql')
+      const file = path.join(temporaryDirectory(), 'dump.sql')
       assert.equal((await runToFile(['backup', '--database-url', source.url], file)).code, 0)
       const target = await servers.get(major)!.createDatabase()
       await target.sql`create table keep_me (id int)`
@@ -119,7 +120,7 @@ for (const major of testMajors()) {
 
     it('refuses a truncated plain dump before touching anything, unless --force', async () => {
       const source = await seededDatabase(servers.get(major)!)
-      const file = path.join(tempDir(), 'dump.sql')
+      const file = path.join(temporaryDirectory(), 'dump.sql')
       assert.equal((await runToFile(['backup', '--database-url', source.url], file)).code, 0)
       const whole = readFileSync(file, 'utf8')
       writeFileSync(file, whole.slice(0, whole.indexOf('COPY public.tenant_kv')))
@@ -143,7 +144,7 @@ for (const major of testMajors()) {
 
     it('shows the bytes written while it runs when stderr is a terminal', async () => {
       const source = await seededDatabase(servers.get(major)!)
-      const output = path.join(tempDir(), 'tw.dump')
+      const output = path.join(temporaryDirectory(), 'tw.dump')
       const result = await runInTerminal(`${process.execPath} ${BIN} backup -F custom -o ${output} --database-url ${source.url}`, '')
       assert.equal(result.code, 0, result.output)
       assert.match(result.output, /Backing up: \d+(\.\d)? ?[kMG]?B written/)
@@ -159,7 +160,7 @@ if (flushMajor !== undefined) {
     it('is exactly what pg_dump writes', async () => {
       const db = await servers.get(flushMajor)!.createDatabase()
       await db.sql`create table big as select g as id, repeat(md5(g::text), 20) as payload from generate_series(1, 130000) as g`
-      const dir = tempDir()
+      const dir = temporaryDirectory()
       const ours = path.join(dir, 'tw-db.sql')
       const result = await runCli(['backup', '--database-url', db.url, '-o', ours])
       assert.equal(result.code, 0, result.stderr)

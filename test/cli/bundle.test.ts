@@ -14,9 +14,9 @@ import {fileURLToPath, pathToFileURL} from 'node:url'
 
 import {Config} from '@oclif/core'
 
-import {tempDir} from '../support/backup.js'
 import {ROOT, runCli} from '../support/cli.js'
 import {testMajors, useServers} from '../support/postgres.js'
+import {temporaryDirectory} from '../support/temp.js'
 
 const BUNDLE = path.join(ROOT, 'dist', 'bundle', 'cli.cjs')
 const LOADER = pathToFileURL(path.join(ROOT, 'bin', 'load-cli.js')).href
@@ -46,7 +46,7 @@ describe('the bundled CLI', () => {
   })
 
   it('never uses a cache made from another bundle of the same length', () => {
-    const bundle = path.join(tempDir(), 'cli.cjs')
+    const bundle = path.join(temporaryDirectory(), 'cli.cjs')
     const script = (answer: string) => `module.exports = {answer: '${answer}', twice: (n) => n * 2}`
     const load = (label: string) =>
       `import {loadBundle, codeCacheFor, codeCachePath} from ${JSON.stringify(LOADER)}; import {writeFileSync} from 'node:fs';` +
@@ -64,7 +64,7 @@ describe('the bundled CLI', () => {
   it('leaves PGlite unloaded when the database is a server', async () => {
     const db = await servers.get(major)!.createDatabase()
     const importsOf = (databaseUrl: string) => {
-      const record = path.join(tempDir(), 'imports.txt')
+      const record = path.join(temporaryDirectory(), 'imports.txt')
       writeFileSync(record, '')
       const env = {...process.env, RECORD_IMPORTS: record}
       execFileSync(process.execPath, ['--import', pathToFileURL(RECORD_IMPORTS).href, path.join(ROOT, 'bin', 'run.js'), 'status', '--database-url', databaseUrl], {
@@ -73,12 +73,12 @@ describe('the bundled CLI', () => {
       })
       return readFileSync(record, 'utf8').split('\n').filter((specifier) => specifier.includes('@electric-sql/'))
     }
-    assert.ok(importsOf(`pglite:${path.join(tempDir(), 'data')}`).length > 0, 'the hook records the embedded database when it is used')
+    assert.ok(importsOf(`pglite:${path.join(temporaryDirectory(), 'data')}`).length > 0, 'the hook records the embedded database when it is used')
     assert.deepEqual(importsOf(db.url), [])
   })
 
   it('reaches import() from the cached bundle: PGlite and a JavaScript config file', async () => {
-    const dir = tempDir()
+    const dir = temporaryDirectory()
     writeFileSync(path.join(dir, 'tw-db.config.js'), `module.exports = {database: {url: 'pglite:${path.join(dir, 'data')}'}}\n`)
     const result = await runCli(['status'], {cwd: dir})
     assert.equal(result.code, 0, result.stderr)

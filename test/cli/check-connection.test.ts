@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
-import {mkdtempSync, writeFileSync} from 'node:fs'
+import {writeFileSync} from 'node:fs'
 import {createServer, type Socket} from 'node:net'
-import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {collect, parseJson, runCli, spawnCli, type CliResult} from '../support/cli.js'
 import {PASSWORD, PASSWORD_ROLE, freePort, startServer, testMajors, useServers, type TestDatabase, type TestServer} from '../support/postgres.js'
+import {temporaryDirectory} from '../support/temp.js'
 
 const [FIRST_MAJOR] = testMajors()
 const servers = useServers(testMajors())
@@ -216,7 +216,7 @@ describe('check-connection finds what is broken, says what to do, and exits 1', 
 
   it('the URL from config.yaml: the hint names the file and meta.postgres_url', async () => {
     const port = await freePort()
-    const dir = mkdtempSync(path.join(tmpdir(), 'tw-db-cc-'))
+    const dir = temporaryDirectory()
     writeFileSync(path.join(dir, 'config.yaml'), `meta:\n  postgres_url: postgres://antiraid@127.0.0.1:${port}/antiraid\n`)
     const result = await runCli(['check-connection', '--json'], {cwd: dir})
     const report = assertFailsAt(result, 'tcp')

@@ -1,18 +1,14 @@
 import assert from 'node:assert/strict'
-import {chmodSync, mkdtempSync, writeFileSync} from 'node:fs'
-import {tmpdir} from 'node:os'
+import {chmodSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 
 import {FIXTURES, parseJson, runCli, type CliResult} from '../support/cli.js'
 import {PASSWORD, PASSWORD_ROLE, testMajors, useServers} from '../support/postgres.js'
 import {ledgerRows} from '../support/schema.js'
+import {temporaryDirectory} from '../support/temp.js'
 
 const servers = useServers()
-
-function tempDir(): string {
-  return mkdtempSync(path.join(tmpdir(), 'tw-db-cfg-'))
-}
 
 function assertNoSecret(result: CliResult, what: string): void {
   for (const form of [PASSWORD, encodeURIComponent(PASSWORD)]) {
@@ -32,7 +28,7 @@ describe('configuration without a server', () => {
   })
 
   it('names the file and line of invalid YAML', async () => {
-    const dir = tempDir()
+    const dir = temporaryDirectory()
     writeFileSync(path.join(dir, 'config.yaml'), 'meta:\n  postgres_url: "postgres://x@y/z"\n  bad: [unclosed\n')
     const result = await runCli(['status'], {cwd: dir})
     assert.equal(result.code, 2)
@@ -40,7 +36,7 @@ describe('configuration without a server', () => {
   })
 
   it('reports every bad value together, with key and line, and an unset ${VAR}', async () => {
-    const dir = tempDir()
+    const dir = temporaryDirectory()
     writeFileSync(
       path.join(dir, 'tw-db.config.yaml'),
       'database:\n  url: postgres://u:${NOT_SET_ANYWHERE}@h/d\n  max_connections: lots\n  ssl: sometimes\n',
@@ -79,7 +75,7 @@ for (const major of testMajors()) {
   describe(`configuration and secrets on PostgreSQL ${major}`, () => {
     it('reads meta.postgres_url from Template Worker\'s config.yaml, ignoring its other keys silently', async () => {
       const db = await servers.get(major)!.createDatabase()
-      const dir = tempDir()
+      const dir = temporaryDirectory()
       writeFileSync(
         path.join(dir, 'config.yaml'),
         `discord_auth:\n  token: abc\nmeta:\n  postgres_url: ${db.url}\n  proxy: http://x\nobject_storage:\n  type: local\n`,
@@ -92,7 +88,7 @@ for (const major of testMajors()) {
 
     it('lets the flag beat DATABASE_URL and DATABASE_URL beat the config file', async () => {
       const db = await servers.get(major)!.createDatabase()
-      const dir = tempDir()
+      const dir = temporaryDirectory()
       const dead = 'postgres://nobody@127.0.0.1:1/nothing'
       writeFileSync(path.join(dir, 'config.yaml'), `meta:\n  postgres_url: ${dead}\n`)
       const fromEnv = await runCli(['status', '--json'], {cwd: dir, env: {DATABASE_URL: db.url}})
@@ -116,7 +112,7 @@ for (const major of testMajors()) {
 
     it('warns about an unknown key and a password file readable by others', async () => {
       const db = await servers.get(major)!.createDatabase()
-      const dir = tempDir()
+      const dir = temporaryDirectory()
       const file = path.join(dir, 'tw-db.config.yaml')
       writeFileSync(file, `database:\n  url: ${db.passwordUrl}\n  max_conections: 3\n`)
       chmodSync(file, 0o644)

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict'
-import {mkdtempSync, writeFileSync} from 'node:fs'
-import {tmpdir} from 'node:os'
+import {writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 
 import {FIXTURES, collect, parseJson, runCli, spawnCli, waitUntil} from '../support/cli.js'
 import {useServers, testMajors, type TestDatabase} from '../support/postgres.js'
 import {columnsOf, ledgerRows, tableExists} from '../support/schema.js'
+import {temporaryDirectory} from '../support/temp.js'
 
 const BUNDLED_IDS = ['khronosvalue_v2', 'kv_generic', 'tenantstate', 'cleanup_v8', 'drop_tenant_kv_expires_at']
 const servers = useServers()
@@ -22,7 +22,7 @@ for (const major of testMajors()) {
     const lockedByApplication = async (statementLockTimeout: number) => {
       const db = await freshDb()
       await db.sql`create table app_table (id int)`
-      const config = path.join(mkdtempSync(path.join(tmpdir(), 'tw-db-cfg-')), 'tw-db.config.yaml')
+      const config = path.join(temporaryDirectory(), 'tw-db.config.yaml')
       writeFileSync(config, `database:\n  url: ${db.url}\nmigrations:\n  statement_lock_timeout: ${statementLockTimeout}\n`)
       const app = await db.sql.reserve()
       await app`begin`

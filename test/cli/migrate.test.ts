@@ -1,18 +1,18 @@
 import assert from 'node:assert/strict'
-import {appendFileSync, cpSync, mkdtempSync, writeFileSync} from 'node:fs'
-import {tmpdir} from 'node:os'
+import {appendFileSync, cpSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 
 import {FIXTURES, parseJson, runCli} from '../support/cli.js'
 import {useServers, testMajors, type TestDatabase} from '../support/postgres.js'
 import {columnsOf, ledgerRows, tableExists} from '../support/schema.js'
+import {temporaryDirectory} from '../support/temp.js'
 
 const BUNDLED_IDS = ['khronosvalue_v2', 'kv_generic', 'tenantstate', 'cleanup_v8', 'drop_tenant_kv_expires_at']
 const servers = useServers()
 
 function copyFixture(name: string): string {
-  const dir = mkdtempSync(path.join(tmpdir(), `tw-db-${name}-`))
+  const dir = temporaryDirectory(`tw-db-${name}-`)
   cpSync(path.join(FIXTURES, name), dir, {recursive: true})
   return dir
 }
@@ -244,7 +244,7 @@ for (const major of testMajors()) {
     })
 
     it('blames a ledger row that fails on its migration, without a line in its file, and runs nothing after it', async () => {
-      const dir = mkdtempSync(path.join(tmpdir(), 'tw-db-ledger-fails-'))
+      const dir = temporaryDirectory('tw-db-ledger-fails-')
       writeFileSync(path.join(dir, '0001_drop_ledger.sql'), '-- description: Drop the ledger\nDROP TABLE _migrations_applied;\n')
       writeFileSync(path.join(dir, '0002_make_t.sql'), '-- description: Make a table\nCREATE TABLE t_after (id int);\n')
       for (const extra of [[], ['--single-transaction']]) {
@@ -264,7 +264,7 @@ for (const major of testMajors()) {
     })
 
     it('points at file:line:col in the first migration of a run too, and with --single-transaction', async () => {
-      const dir = mkdtempSync(path.join(tmpdir(), 'tw-db-first-broken-'))
+      const dir = temporaryDirectory('tw-db-first-broken-')
       writeFileSync(path.join(dir, '0001_first_broken.sql'), '-- description: Broken first\nCREATE TABLE first_t (id int);\n  SELEC 1;\n')
       for (const extra of [[], ['--single-transaction']]) {
         const db = await freshDb()
@@ -278,7 +278,7 @@ for (const major of testMajors()) {
 
     it('applies a file ending in a comment with no final semicolon or newline, and records the duration it prints', async () => {
       const db = await freshDb()
-      const dir = mkdtempSync(path.join(tmpdir(), 'tw-db-endings-'))
+      const dir = temporaryDirectory('tw-db-endings-')
       writeFileSync(path.join(dir, '0001_no_semicolon.sql'), '-- description: No final semicolon\nCREATE TABLE no_semi (id int) -- the end')
       writeFileSync(path.join(dir, '0002_sleeps.sql'), '-- description: Takes a while\nSELECT pg_sleep(0.2);\n')
       const result = await runCli(['migrate', '--database-url', db.url, '--migrations-dir', dir])

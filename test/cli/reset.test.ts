@@ -2,10 +2,11 @@ import assert from 'node:assert/strict'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 
-import {PG_DUMP_MAJOR, dataChecksum, runInTerminal, seededDatabase, tempDir} from '../support/backup.js'
+import {PG_DUMP_MAJOR, dataChecksum, runInTerminal, seededDatabase} from '../support/backup.js'
 import {BIN, runCli} from '../support/cli.js'
 import {testMajors, useServers} from '../support/postgres.js'
 import {ledgerRows, tableExists} from '../support/schema.js'
+import {temporaryDirectory} from '../support/temp.js'
 
 // reset --backup runs pg_dump, which refuses servers newer than itself.
 const majors = testMajors().filter((major) => major <= PG_DUMP_MAJOR)
@@ -67,7 +68,7 @@ for (const major of majors) {
       assert.match(refused.stderr, /reset refused: the backup to \/nonexistent\/dir\/before\.dump failed/)
       assert.equal(await dataChecksum(db.sql), checksum)
 
-      const file = path.join(tempDir(), 'before.dump')
+      const file = path.join(temporaryDirectory(), 'before.dump')
       const reset = await runCli(['reset', '--force', '--backup', file, '--database-url', db.url])
       assert.equal(reset.code, 0, reset.stderr)
       assert.equal(await tableExists(db.sql, 'tenant_kv'), false)

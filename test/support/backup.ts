@@ -1,9 +1,7 @@
 /** Helpers shared by the backup, restore and reset tests. */
 import assert from 'node:assert/strict'
 import {execFileSync, spawn} from 'node:child_process'
-import {closeSync, mkdtempSync, openSync} from 'node:fs'
-import {tmpdir} from 'node:os'
-import path from 'node:path'
+import {closeSync, openSync} from 'node:fs'
 
 import type postgres from 'postgres'
 
@@ -13,10 +11,6 @@ import type {TestDatabase, TestServer} from './postgres.js'
 /** The pg_dump on PATH, which the backup tests run against servers it supports. */
 export const PG_DUMP = execFileSync('sh', ['-c', 'command -v pg_dump'], {encoding: 'utf8'}).trim()
 export const PG_DUMP_MAJOR = Number(/\(PostgreSQL\) (\d+)/.exec(execFileSync(PG_DUMP, ['--version'], {encoding: 'utf8'}))![1])
-
-export function tempDir(): string {
-  return mkdtempSync(path.join(tmpdir(), 'tw-db-backup-'))
-}
 
 /** Per server, the migrated and seeded database every seededDatabase() copies. */
 const seededTemplates = new Map<TestServer, Promise<string>>()

@@ -1,16 +1,16 @@
 /** Runs the built CLI (bin/run.js) as a user would, in a clean environment. */
 import {spawn, type ChildProcess} from 'node:child_process'
-import {mkdtempSync} from 'node:fs'
-import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
+
+import {temporaryDirectory} from './temp.js'
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 export const BIN = path.join(ROOT, 'bin', 'run.js')
 export const FIXTURES = path.join(ROOT, 'test', 'fixtures')
 
 /** An empty directory, so no config.yaml from the repository is found. */
-export const EMPTY_DIR = mkdtempSync(path.join(tmpdir(), 'tw-db-cwd-'))
+export const EMPTY_DIR = temporaryDirectory('tw-db-cwd-')
 
 export interface CliResult {
   code: number | null
