@@ -30,6 +30,17 @@ for (const major of testMajors()) {
       return {db, config, app}
     }
 
+    /** Runs the locking fixture until tw-db announces its first retry (or ends). */
+    const migrateUntilFirstRetry = async (config: string) => {
+      const child = spawnCli(['migrate', '--config', config, '--migrations-dir', path.join(FIXTURES, 'locking')])
+      const run = collect(child)
+      await new Promise<void>((resolve) => {
+        child.stderr!.on('data', (chunk) => String(chunk).includes('Retry 1/3') && resolve())
+        child.once('close', () => resolve())
+      })
+      return {child, run}
+    }
+
     it('applies each migration exactly once when four runs start together', async () => {
       const db = await freshDb()
       const runs = await Promise.all([1, 2, 3, 4].map(() => collect(spawnCli(['migrate', '--database-url', db.url, '--json']))))
@@ -60,13 +71,8 @@ for (const major of testMajors()) {
     it('retries a migration whose lock_timeout expired behind application traffic', async () => {
       const {db, config, app} = await lockedByApplication(0.3)
       try {
-        const child = spawnCli(['migrate', '--config', config, '--migrations-dir', path.join(FIXTURES, 'locking')])
-        const run = collect(child)
-        // Once the first attempt has timed out and been announced, the application finishes.
-        await new Promise<void>((resolve) => {
-          child.stderr!.on('data', (chunk) => String(chunk).includes('Retry 1/3') && resolve())
-          child.once('close', () => resolve())
-        })
+        const {run} = await migrateUntilFirstRetry(config)
+        // The first attempt has timed out and been announced: the application finishes.
         await app`commit`
         const result = await run
         assert.equal(result.code, 0, result.stderr)
@@ -110,12 +116,7 @@ for (const major of testMajors()) {
     it('stops on Ctrl-C during the pause before a retry, even once the lock is free', async () => {
       const {db, config, app} = await lockedByApplication(0.3)
       try {
-        const child = spawnCli(['migrate', '--config', config, '--migrations-dir', path.join(FIXTURES, 'locking')])
-        const run = collect(child)
-        await new Promise<void>((resolve) => {
-          child.stderr!.on('data', (chunk) => String(chunk).includes('Retry 1/3') && resolve())
-          child.once('close', () => resolve())
-        })
+        const {child, run} = await migrateUntilFirstRetry(config)
         // The lock comes free during the pause: a retry would now succeed, so none may be made.
         await app`commit`
         child.kill('SIGINT')
