@@ -4,6 +4,7 @@ import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 import {TwDbError} from './errors.js'
+import {findTransactionControl} from './sql-text.js'
 
 export interface Migration {
   /** The `NNNN` prefix, which fixes the order. */
@@ -58,7 +59,11 @@ export async function loadRegistry(dir: string = BUNDLED_MIGRATIONS_DIR): Promis
     .sort()
     .map((name) => {
       const file = path.join(dir, name)
-      return {name, file, bytes: readFileSync(file)}
+      try {
+        return {name, file, bytes: readFileSync(file)}
+      } catch (error) {
+        throw registryError(file, `cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`)
+      }
     })
   return parseRegistry(sources)
 }
@@ -94,6 +99,13 @@ export function parseMigration(source: MigrationSource): Migration {
   const header = parseHeader(sql, source.file)
   if (!header.description) throw registryError(source.file, 'missing "-- description: …" header line')
   if (!/\S/.test(stripComments(sql))) throw registryError(source.file, 'the file holds no SQL')
+  const control = header.transaction ? findTransactionControl(sql) : undefined
+  if (control) {
+    throw registryError(
+      source.file,
+      `line ${control.line}: ${control.keyword} would end the transaction tw-db applies and records this migration in; remove it (each migration runs in a transaction of its own), or mark the file "-- transaction: false"`,
+    )
+  }
   return {
     prefix: match[1],
     id: match[2],

@@ -28,14 +28,35 @@ export function splitStatements(source: string): Statement[] {
 /**
  * The offset just past the first top-level semicolon at or after `from` (or
  * the end of the source), skipping quotes, quoted identifiers, dollar quotes
- * and comments.
+ * and comments. Like psql, it also keeps together what a semicolon cannot
+ * end: parentheses (a rule's action list) and, in CREATE [OR REPLACE]
+ * FUNCTION or PROCEDURE, a `BEGIN ATOMIC … END` body, whose CASE … END
+ * expressions are counted too.
  */
 export function statementEnd(source: string, from: number): number {
+  let parenDepth = 0
+  let beginDepth = 0
+  const words: string[] = []
   let i = from
   while (i < source.length) {
     const ch = source[i]
     const next = source[i + 1]
-    if (ch === '-' && next === '-') {
+    if (IDENTIFIER_START.test(ch) && !IDENTIFIER_PART.test(source[i - 1] ?? '')) {
+      const end = identifierEnd(source, i)
+      const word = source.slice(i, end).toLowerCase()
+      if (words.length < 4) words.push(word)
+      if (definesRoutine(words)) {
+        if (word === 'begin' || (word === 'case' && beginDepth > 0)) beginDepth++
+        else if (word === 'end' && beginDepth > 0) beginDepth--
+      }
+      i = end
+    } else if (ch === '(') {
+      parenDepth++
+      i++
+    } else if (ch === ')') {
+      parenDepth = Math.max(0, parenDepth - 1)
+      i++
+    } else if (ch === '-' && next === '-') {
       const eol = source.indexOf('\n', i)
       i = eol === -1 ? source.length : eol + 1
     } else if (ch === '/' && next === '*') {
@@ -53,13 +74,29 @@ export function statementEnd(source: string, from: number): number {
       } else {
         i++
       }
-    } else if (ch === ';') {
+    } else if (ch === ';' && parenDepth === 0 && beginDepth === 0) {
       return i + 1
     } else {
       i++
     }
   }
   return source.length
+}
+
+const IDENTIFIER_START = /[A-Za-z_\u0080-\uffff]/
+const IDENTIFIER_PART = /[A-Za-z0-9_$\u0080-\uffff]/
+
+function identifierEnd(source: string, from: number): number {
+  let i = from + 1
+  while (i < source.length && IDENTIFIER_PART.test(source[i])) i++
+  return i
+}
+
+/** Whether a statement's first words are CREATE [OR REPLACE] FUNCTION or PROCEDURE. */
+function definesRoutine(words: readonly string[]): boolean {
+  if (words[0] !== 'create') return false
+  const kind = words[1] === 'or' && words[2] === 'replace' ? words[3] : words[1]
+  return kind === 'function' || kind === 'procedure'
 }
 
 function skipBlockComment(source: string, from: number): number {
@@ -94,6 +131,23 @@ function skipQuoted(source: string, from: number, quote: string, backslashEscape
     }
   }
   return i
+}
+
+/** Statements that end (or start) the transaction they run in; SAVEPOINT and ROLLBACK TO do not. */
+const TRANSACTION_CONTROL = /^(begin|start\s+transaction|commit|end|abort|rollback(?!\s+(?:work\s+|transaction\s+)?to\b)|prepare\s+transaction)\b/i
+const LEADING_COMMENTS = /^(?:\s+|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/
+
+/** The first top-level statement of `source` that begins or ends a transaction: its keyword and 1-based line. */
+export function findTransactionControl(source: string): {keyword: string; line: number} | undefined {
+  for (const statement of splitStatements(source)) {
+    const lead = LEADING_COMMENTS.exec(statement.sql)![0].length
+    const match = TRANSACTION_CONTROL.exec(statement.sql.slice(lead))
+    if (match) {
+      const offset = statement.offset + lead
+      return {keyword: match[1].replace(/\s+/g, ' ').toUpperCase(), line: source.slice(0, offset).split('\n').length}
+    }
+  }
+  return undefined
 }
 
 /**

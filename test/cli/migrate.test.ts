@@ -263,6 +263,42 @@ for (const major of testMajors()) {
       }
     })
 
+    it('refuses a migration that would commit its own transaction before anything runs, in both modes', async () => {
+      const dir = temporaryDirectory('tw-db-commits-')
+      writeFileSync(path.join(dir, '0001_commits.sql'), '-- description: Commits midway\nCREATE TABLE half_t (id int);\nCOMMIT;\nCREATE TABLE other_t (id nosuchtype);\n')
+      writeFileSync(path.join(dir, '0002_after.sql'), '-- description: After it\nCREATE TABLE after_t (id int);\n')
+      for (const extra of [[], ['--single-transaction']]) {
+        const db = await freshDb()
+        const result = await runCli(['migrate', '--database-url', db.url, '--migrations-dir', dir, ...extra])
+        assert.equal(result.code, 1)
+        assert.match(result.stderr, /^Error: broken migration registry: .*0001_commits\.sql: line 3: COMMIT would end the transaction/m)
+        for (const table of ['half_t', 'after_t', '_migrations_applied']) assert.equal(await tableExists(db.sql, table), false, table)
+      }
+    })
+
+    it('runs a rule with an action list, and from PostgreSQL 14 a BEGIN ATOMIC function, as single statements outside a transaction', async () => {
+      const db = await freshDb()
+      const dir = temporaryDirectory('tw-db-nontx-bodies-')
+      writeFileSync(
+        path.join(dir, '0001_bodies.sql'),
+        [
+          '-- description: Statements with semicolons inside',
+          '-- transaction: false',
+          'CREATE TABLE r1 (id int);',
+          'CREATE TABLE r2 (id int);',
+          'CREATE RULE r1_copy AS ON INSERT TO r1 DO ALSO (INSERT INTO r2 VALUES (NEW.id); INSERT INTO r2 VALUES (NEW.id + 1));',
+          // SQL-standard function bodies came with PostgreSQL 14.
+          major >= 14 ? 'CREATE FUNCTION two() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 2 END; END;' : '',
+          '',
+        ].join('\n'),
+      )
+      const result = await runCli(['migrate', '--database-url', db.url, '--migrations-dir', dir])
+      assert.equal(result.code, 0, result.stderr)
+      await db.sql`insert into r1 values (1)`
+      assert.deepEqual([...(await db.sql`select id from r2 order by id`)], [{id: 1}, {id: 2}])
+      if (major >= 14) assert.deepEqual([...(await db.sql`select two() as two`)], [{two: 2}])
+    })
+
     it('points at file:line:col in the first migration of a run too, and with --single-transaction', async () => {
       const dir = temporaryDirectory('tw-db-first-broken-')
       writeFileSync(path.join(dir, '0001_first_broken.sql'), '-- description: Broken first\nCREATE TABLE first_t (id int);\n  SELEC 1;\n')

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import {createHash} from 'node:crypto'
-import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {after, describe, it} from 'node:test'
@@ -130,6 +130,35 @@ describe('parseMigration', () => {
     assert.match(error.message, /no SQL/)
   })
 
+  for (const [label, sql, keyword, line] of [
+    ['a COMMIT', 'CREATE TABLE a (id int);\nCOMMIT;\nCREATE TABLE b (id int);\n', 'COMMIT', 3],
+    ['a BEGIN … COMMIT wrapper', '\nBEGIN;\nCREATE TABLE a (id int);\nCOMMIT;\n', 'BEGIN', 3],
+    ['a ROLLBACK after a comment', 'CREATE TABLE a (id int);\n/* undo */ -- all of it\nrollback;\n', 'ROLLBACK', 4],
+    ['END', 'SELECT 1;\nend;\n', 'END', 3],
+    ['START TRANSACTION', 'start  transaction isolation level serializable;\n', 'START TRANSACTION', 2],
+  ] as const) {
+    it(`refuses ${label} in a transactional migration, naming the file and the line`, () => {
+      const error = registryFailure(() => parseMigration(source('0006_tx.sql', `-- description: Ends its transaction\n${sql}`)))
+      assert.match(error.message, /\/registry\/0006_tx\.sql: line \d+/)
+      assert.ok(error.message.includes(`line ${line}: ${keyword} would end the transaction`), error.message)
+    })
+  }
+
+  it('accepts savepoints, a BEGIN ATOMIC body and plpgsql blocks, and COMMIT outside a transaction', () => {
+    const body = [
+      'SAVEPOINT s;',
+      'ROLLBACK TO SAVEPOINT s;',
+      'rollback to s;',
+      'RELEASE SAVEPOINT s;',
+      'CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; END;',
+      'DO $$ BEGIN PERFORM 1; END $$;',
+      "COMMENT ON TABLE t IS 'commit; begin;';",
+    ].join('\n')
+    assert.equal(parseMigration(source('0007_fine.sql', `-- description: Fine\n${body}\n`)).transaction, true)
+    const outside = parseMigration(source('0008_own.sql', '-- description: Own transactions\n-- transaction: false\nBEGIN;\nSELECT 1;\nCOMMIT;\n'))
+    assert.equal(outside.transaction, false)
+  })
+
   it('refuses a file that is not valid UTF-8, naming the file', () => {
     const bytes = Buffer.concat([Buffer.from('-- description: Latin-1\nSELECT \''), Buffer.from([0xe9, 0xff]), Buffer.from("';\n")])
     const error = registryFailure(() => parseMigration(source('0005_latin1.sql', bytes)))
@@ -234,6 +263,18 @@ describe('loadRegistry', () => {
       assert.ok(error instanceof TwDbError)
       assert.equal(error.code, 'E_REGISTRY')
       assert.ok(error.message.includes(path.join(dir, 'add-users.sql')), error.message)
+      return true
+    })
+  })
+
+  it('refuses a .sql entry that cannot be read as a file (a directory, a dangling link), naming it', async () => {
+    const dir = registryDir({'0001_ok.sql': SIMPLE})
+    mkdirSync(path.join(dir, '0002_dir.sql'))
+    symlinkSync(path.join(dir, 'nowhere'), path.join(dir, '0003_link.sql'))
+    await assert.rejects(loadRegistry(dir), (error: unknown) => {
+      assert.ok(error instanceof TwDbError)
+      assert.equal(error.code, 'E_REGISTRY')
+      assert.ok(error.message.includes(`broken migration registry: ${path.join(dir, '0002_dir.sql')}: cannot read it`), error.message)
       return true
     })
   })

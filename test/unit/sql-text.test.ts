@@ -75,6 +75,21 @@ describe('splitStatements', () => {
     assert.deepEqual(texts(source), ['select /* outer; /* inner; */ still comment; */ 1;', 'select 2;'])
   })
 
+  it("keeps a rule's parenthesised action list in one statement, as psql does", () => {
+    const rule = 'create rule r as on insert to a do also (insert into b values (new.id); insert into b values (new.id + 1));'
+    assert.deepEqual(texts(`${rule}\nselect 1;`), [rule, 'select 1;'])
+  })
+
+  it('keeps a BEGIN ATOMIC body in one statement, CASE … END inside it included', () => {
+    const fn = 'create function f(x int) returns int language sql\nbegin atomic\n  select 1;\n  select case when x > 0 then 2 else 3 end;\nend;'
+    const procedure = 'CREATE OR REPLACE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC INSERT INTO t VALUES (1); END;'
+    assert.deepEqual(texts(`${fn}\n${procedure}\nselect 4;`), [fn, procedure, 'select 4;'])
+  })
+
+  it('splits BEGIN and COMMIT around other statements as statements of their own', () => {
+    assert.deepEqual(texts('begin;\nselect case when true then 1 end;\ncommit;'), ['begin;', 'select case when true then 1 end;', 'commit;'])
+  })
+
   it('drops a comment-only tail after the last statement', () => {
     assert.deepEqual(texts('select 1;\n-- the end\n/* really */\n'), ['select 1;'])
   })
