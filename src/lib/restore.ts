@@ -1,6 +1,7 @@
 /**
  * `restore`: all or nothing. Plain dumps go through
- * `psql -X -v ON_ERROR_STOP=1 --single-transaction`, archives through
+ * `psql -X -v ON_ERROR_STOP=1 --single-transaction` (their own BEGIN and
+ * COMMIT commented out), archives through
  * `pg_restore --single-transaction --exit-on-error`. With --clean the reset
  * and the restore run in one psql transaction, so a failed restore leaves
  * the old database in place.
@@ -9,12 +10,13 @@ import {createReadStream, createWriteStream} from 'node:fs'
 import {mkdtemp, open, readFile, rm, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
+import {Transform} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import {createGunzip} from 'node:zlib'
 
 import type {ConnectionConfig} from './config.js'
 import {reserveSession, type Sql} from './connection.js'
-import {DumpScriptError, parseDumpScript} from './dump-script.js'
+import {DumpScriptError, TransactionControlFilter, parseDumpScript} from './dump-script.js'
 import {EXIT, TwDbError, isPgError, sessionSurvives} from './errors.js'
 import {describeToolFailure, findTools, spawnTool, waitForTool, type PgTool, type PgToolName} from './pgtools.js'
 import {catalogSnapshot, resetScript, userRelationCount} from './reset.js'
@@ -166,14 +168,41 @@ async function newestTool(name: PgToolName, pgBinDir?: string): Promise<PgTool> 
   return tool
 }
 
-/** psql in one transaction, stopping at the first error; `prelude` runs first, in the same transaction. */
+/**
+ * psql in one transaction, stopping at the first error; `prelude` runs first,
+ * in the same transaction. The script reaches psql through
+ * TransactionControlFilter, so that its own BEGIN and COMMIT cannot end that
+ * transaction halfway.
+ */
 async function runPsql(file: string, connection: ConnectionConfig, pgBinDir?: string, prelude?: string): Promise<void> {
   const psql = await newestTool('psql', pgBinDir)
   const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '--no-password']
   if (prelude) args.push('-c', prelude)
-  args.push('-f', file)
-  const exit = await waitForTool(spawnTool(psql, args, connection, ['ignore', 'ignore', 'pipe']))
+  args.push('-f', '-')
+  const child = spawnTool(psql, args, connection, ['pipe', 'ignore', 'pipe'])
+  // psql stops reading at its first error: what it did not read is no failure of its own.
+  const feeding = pipeline(createReadStream(file), withoutTransactionControl(), child.stdin!).then(
+    () => undefined,
+    (error: unknown) => error,
+  )
+  const exit = await waitForTool(child)
+  const fed = await feeding
   if (exit.code !== 0) throw restoreFailed(psql, exit)
+  if (fed) throw fed
+}
+
+function withoutTransactionControl(): Transform {
+  const filter = new TransactionControlFilter()
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      for (const piece of filter.push(chunk)) this.push(piece)
+      done()
+    },
+    flush(done) {
+      for (const piece of filter.end()) this.push(piece)
+      done()
+    },
+  })
 }
 
 async function runPgRestore(input: PreparedInput, connection: ConnectionConfig, pgBinDir?: string): Promise<void> {

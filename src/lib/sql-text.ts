@@ -137,14 +137,25 @@ function skipQuoted(source: string, from: number, quote: string, backslashEscape
 const TRANSACTION_CONTROL = /^(begin|start\s+transaction|commit|end|abort|rollback(?!\s+(?:work\s+|transaction\s+)?to\b)|prepare\s+transaction)\b/i
 const LEADING_COMMENTS = /^(?:\s+|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/
 
+/** The transaction-control keyword a single statement starts with, after any comments. */
+function transactionControlKeyword(statement: string): {keyword: string; lead: number} | undefined {
+  const lead = LEADING_COMMENTS.exec(statement)![0].length
+  const match = TRANSACTION_CONTROL.exec(statement.slice(lead))
+  return match ? {keyword: match[1].replace(/\s+/g, ' ').toUpperCase(), lead} : undefined
+}
+
+/** Whether a single statement begins or ends a transaction. */
+export function isTransactionControl(statement: string): boolean {
+  return transactionControlKeyword(statement) !== undefined
+}
+
 /** The first top-level statement of `source` that begins or ends a transaction: its keyword and 1-based line. */
 export function findTransactionControl(source: string): {keyword: string; line: number} | undefined {
   for (const statement of splitStatements(source)) {
-    const lead = LEADING_COMMENTS.exec(statement.sql)![0].length
-    const match = TRANSACTION_CONTROL.exec(statement.sql.slice(lead))
-    if (match) {
-      const offset = statement.offset + lead
-      return {keyword: match[1].replace(/\s+/g, ' ').toUpperCase(), line: source.slice(0, offset).split('\n').length}
+    const control = transactionControlKeyword(statement.sql)
+    if (control) {
+      const offset = statement.offset + control.lead
+      return {keyword: control.keyword, line: source.slice(0, offset).split('\n').length}
     }
   }
   return undefined
