@@ -77,6 +77,7 @@ export async function backup(sql: Sql, connection: ConnectionConfig, options: Ba
     connection.embedded ? undefined : pickTool('pg_dump', serverAnswer, options.pgBinDir),
   ])
   const lastMigration = (ledger?.rows ?? []).sort((a, b) => (a.appliedAt?.getTime() ?? 0) - (b.appliedAt?.getTime() ?? 0)).at(-1)?.id ?? null
+  throwIfInterrupted(options)
   const started = performance.now()
   const dumped = connection.embedded
     ? await dumpEmbedded(connection.embedded.dataDir, args, options)
@@ -201,6 +202,7 @@ async function dumpEmbedded(dataDir: string, args: string[], options: BackupOpti
       hint: options.output ? `Nothing was written to ${options.output}.` : 'Nothing was written to stdout.',
     })
   }
+  throwIfInterrupted(options)
   const version = /^-- Dumped by pg_dump version (.+)$/m.exec(dump.subarray(0, 4096).toString('utf8'))?.[1] ?? 'unknown'
   const tool = {path: '@electric-sql/pglite-tools', version}
   if (!options.output) {
@@ -252,7 +254,9 @@ async function removeStalePartials(target: string): Promise<string[]> {
 /** Waits for pg_dump, reporting progress and honouring the abort signal. */
 async function runWatched(child: ReturnType<typeof spawnTool>, options: BackupOptions, bytesSoFar: () => number | Promise<number>) {
   const onAbort = () => child.kill('SIGTERM')
-  options.signal?.addEventListener('abort', onAbort, {once: true})
+  // An abort event has already fired for a signal aborted meanwhile: stop the child at once.
+  if (options.signal?.aborted) onAbort()
+  else options.signal?.addEventListener('abort', onAbort, {once: true})
   const report = options.onProgress
   report?.(0)
   const timer = report ? setInterval(() => void Promise.resolve(bytesSoFar()).then(report, () => undefined), 250) : undefined
@@ -265,14 +269,21 @@ async function runWatched(child: ReturnType<typeof spawnTool>, options: BackupOp
 }
 
 function dumpFailed(pgDump: PgTool, exit: Awaited<ReturnType<typeof waitForTool>>, options: BackupOptions): TwDbError {
-  if (options.signal?.aborted) {
-    return new TwDbError('E_INTERRUPTED', 'backup interrupted: pg_dump was stopped', {
-      hint: options.output ? `Nothing was written to ${options.output}.` : 'The output on stdout is incomplete: discard it.',
-    })
-  }
+  if (options.signal?.aborted) return interruptedError(options)
   return new TwDbError('E_BACKUP_FAILED', `backup failed: ${describeToolFailure(pgDump, exit)}`, {
     hint: options.output ? `Nothing was written to ${options.output}.` : 'The output on stdout is incomplete: discard it.',
   })
+}
+
+function interruptedError(options: BackupOptions): TwDbError {
+  return new TwDbError('E_INTERRUPTED', 'backup interrupted: pg_dump was stopped or never started', {
+    hint: options.output ? `Nothing was written to ${options.output}.` : 'The output on stdout is incomplete: discard it.',
+  })
+}
+
+/** A Ctrl-C that came while tw-db was getting ready, or while the embedded database dumped: stop here. */
+function throwIfInterrupted(options: BackupOptions): void {
+  if (options.signal?.aborted) throw interruptedError(options)
 }
 
 /** How much a file being written may grow between two flushes to disk. */

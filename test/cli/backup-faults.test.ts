@@ -147,6 +147,32 @@ for (const major of majors) {
       assert.deepEqual(readdirSync(dir), [])
     })
 
+    it('stops on SIGINT that comes before pg_dump has started: exit 1, no file', async () => {
+      const source = await seededDatabase(servers.get(major)!)
+      const dir = temporaryDirectory()
+      // The ledger is read before pg_dump starts: holding it locked keeps tw-db there.
+      const holder = await source.sql.reserve()
+      try {
+        await holder`begin`
+        await holder`lock table _migrations_applied in access exclusive mode`
+        const child = spawnCli(['backup', '--database-url', source.url, '-o', path.join(dir, 'out.sql')])
+        const run = collect(child)
+        await waitUntil(async () => {
+          const [{waiting}] = await source.sql`select count(*)::int as waiting from pg_stat_activity where application_name = 'tw-db' and wait_event_type = 'Lock'`
+          return waiting === 1
+        })
+        child.kill('SIGINT')
+        await holder`commit`
+        const result = await run
+        assert.equal(result.code, 1, result.stderr)
+        assert.match(result.stderr, /Error: backup interrupted/)
+        assert.doesNotMatch(result.stderr, /Backup complete/)
+      } finally {
+        holder.release()
+      }
+      assert.deepEqual(readdirSync(dir), [])
+    })
+
     it('hands pg_dump the password through its environment, never its argv', async () => {
       const source = await seededDatabase(servers.get(major)!)
       await source.sql`grant select on all tables in schema public to tw_secret_user`
