@@ -8,8 +8,11 @@ import Migrate from './commands/migrate.js'
 import Reset from './commands/reset.js'
 import Restore from './commands/restore.js'
 import Status from './commands/status.js'
+import {redactDebugOutput} from './lib/output.js'
 
 export {execute} from '@oclif/core/execute'
+
+if (process.env.DEBUG) redactDebugOutput()
 
 /**
  * Where oclif finds the commands (package.json oclif.commands, the "explicit"

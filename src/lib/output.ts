@@ -18,6 +18,16 @@ export function writeErr(text: string): void {
   process.stderr.write(redact(text) + '\n')
 }
 
+/**
+ * With DEBUG set, oclif's debug lines (the `debug` package, written straight to
+ * stderr) show the command line, a --database-url password included: from then
+ * on, whatever text goes to stderr passes through redact() too.
+ */
+export function redactDebugOutput(): void {
+  const write = process.stderr.write.bind(process.stderr) as (chunk: unknown, ...rest: unknown[]) => boolean
+  process.stderr.write = ((chunk: unknown, ...rest: unknown[]) => write(typeof chunk === 'string' ? redact(chunk) : chunk, ...rest)) as typeof process.stderr.write
+}
+
 export function warn(message: string): void {
   writeErr(`${chalkStderr.yellow('Warning:')} ${message}`)
 }

@@ -142,6 +142,9 @@ for (const major of testMajors()) {
         ['wrong password', await runCli(['status', '--database-url', `postgres://${PASSWORD_ROLE}:${encodeURIComponent(PASSWORD + 'x')}@${server.host}:${server.port}/${db.name}`])],
         ['password in PGPASSWORD', await runCli(['status'], {env: {PGHOST: server.host, PGPORT: String(server.port), PGUSER: PASSWORD_ROLE, PGPASSWORD: PASSWORD, PGDATABASE: 'nope'}})],
         ['bad URL', await runCli(['status', '--database-url', `postgres://${PASSWORD_ROLE}:${PASSWORD}@${server.host}:notaport/db`])],
+        // oclif's debug lines show the command line.
+        ['DEBUG=*', await runCli(['status', '--database-url', url], {env: {DEBUG: '*'}})],
+        ['DEBUG=* unencoded', await runCli(['status', '--database-url', rawUrl], {env: {DEBUG: '*'}})],
       ]
       assert.equal(runs[0][1].code, 0, runs[0][1].stderr)
       assert.equal(runs[2][1].code, 0, `an unencoded password with @ : % / must still connect: ${runs[2][1].stderr}`)
@@ -152,6 +155,7 @@ for (const major of testMajors()) {
       assert.equal(runs[8][1].code, 1)
       assert.match(runs[8][1].stderr, /authentication failed for postgres:\/\/tw_secret_user:\*\*\*@/)
       assert.equal(runs[10][1].code, 2)
+      assert.match(runs[11][1].stderr, /oclif:config runCommand status .*postgres:\/\/tw_secret_user:\*\*\*@/)
       for (const [what, result] of runs) assertNoSecret(result, what)
       // Wrong password variant must not leak either.
       assert.ok(!runs[8][1].stderr.includes(encodeURIComponent(PASSWORD + 'x')))
