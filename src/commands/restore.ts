@@ -29,7 +29,16 @@ export default class Restore extends BaseCommand {
     }
     const config = await this.resolveConfig(flags)
     const sql = await this.connect(config, {max: 1})
-    const result = await restore(sql, config.connection, {source: args.file, clean: flags.clean, force: flags.force, pgBinDir: config.tools.pgBinDir})
+    const controller = new AbortController()
+    const abort = () => controller.abort()
+    process.once('SIGINT', abort).once('SIGTERM', abort)
+    const result = await restore(sql, config.connection, {
+      source: args.file,
+      clean: flags.clean,
+      force: flags.force,
+      pgBinDir: config.tools.pgBinDir,
+      signal: controller.signal,
+    }).finally(() => process.off('SIGINT', abort).off('SIGTERM', abort))
     writeErr(`Restored ${result.format} backup from ${result.source} into ${config.connection.display} in ${formatDuration(result.durationMs)}`)
     const status = await readStatus(sql, await loadRegistry())
     if (!this.jsonEnabled()) writeOut(await renderStatus(status))

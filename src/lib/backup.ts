@@ -253,18 +253,13 @@ async function removeStalePartials(target: string): Promise<string[]> {
 
 /** Waits for pg_dump, reporting progress and honouring the abort signal. */
 async function runWatched(child: ReturnType<typeof spawnTool>, options: BackupOptions, bytesSoFar: () => number | Promise<number>) {
-  const onAbort = () => child.kill('SIGTERM')
-  // An abort event has already fired for a signal aborted meanwhile: stop the child at once.
-  if (options.signal?.aborted) onAbort()
-  else options.signal?.addEventListener('abort', onAbort, {once: true})
   const report = options.onProgress
   report?.(0)
   const timer = report ? setInterval(() => void Promise.resolve(bytesSoFar()).then(report, () => undefined), 250) : undefined
   try {
-    return await waitForTool(child)
+    return await waitForTool(child, options.signal)
   } finally {
     if (timer) clearInterval(timer)
-    options.signal?.removeEventListener('abort', onAbort)
   }
 }
 

@@ -155,16 +155,23 @@ export interface ToolExit {
   stderr: string
 }
 
-/** Waits for a child started with a piped stderr, keeping what it printed there. */
-export function waitForTool(child: ChildProcess): Promise<ToolExit> {
+/**
+ * Waits for a child started with a piped stderr, keeping what it printed there.
+ * An abort (Ctrl-C) stops the child with SIGTERM, at once if it came already:
+ * a killed pg_restore or psql leaves its transaction to be rolled back.
+ */
+export function waitForTool(child: ChildProcess, signal?: AbortSignal): Promise<ToolExit> {
   let stderr = ''
   child.stderr?.on('data', (chunk: Buffer) => {
     if (stderr.length < 64 * 1024) stderr += chunk.toString()
   })
-  return new Promise((resolve, reject) => {
+  const stop = () => child.kill('SIGTERM')
+  if (signal?.aborted) stop()
+  else signal?.addEventListener('abort', stop, {once: true})
+  return new Promise<ToolExit>((resolve, reject) => {
     child.once('error', reject)
-    child.once('close', (code, signal) => resolve({code, signal, stderr: stderr.trim()}))
-  })
+    child.once('close', (code, exitSignal) => resolve({code, signal: exitSignal, stderr: stderr.trim()}))
+  }).finally(() => signal?.removeEventListener('abort', stop))
 }
 
 /** One line for a tool that failed: its exit status and what it said. */

@@ -47,6 +47,8 @@ export interface RestoreOptions {
   force?: boolean
   pgBinDir?: string
   stdin?: NodeJS.ReadableStream
+  /** Aborting (Ctrl-C) stops psql or pg_restore: the restore's transaction rolls back. */
+  signal?: AbortSignal
 }
 
 export interface RestoreResult {
@@ -76,17 +78,18 @@ export async function restore(sql: Sql, connection: ConnectionConfig, options: R
       }
     }
 
+    throwIfInterrupted(options.signal)
     if (connection.embedded) {
-      const script = input.format === 'plain' ? input.path : await archiveToScript(input, connection, work, options.pgBinDir)
-      await restoreIntoEmbedded(sql, connection.embedded.dataDir, script, options.clean)
+      const script = input.format === 'plain' ? input.path : await archiveToScript(input, connection, work, options)
+      await restoreIntoEmbedded(sql, connection.embedded.dataDir, script, options)
     } else if (options.clean) {
       const {snapshot, currentUser} = await catalogSnapshot(sql)
-      const plainPath = input.format === 'plain' ? input.path : await archiveToScript(input, connection, work, options.pgBinDir)
-      await runPsql(plainPath, connection, options.pgBinDir, resetScript(snapshot, currentUser))
+      const plainPath = input.format === 'plain' ? input.path : await archiveToScript(input, connection, work, options)
+      await runPsql(plainPath, connection, options, resetScript(snapshot, currentUser))
     } else if (input.format === 'plain') {
-      await runPsql(input.path, connection, options.pgBinDir)
+      await runPsql(input.path, connection, options)
     } else {
-      await runPgRestore(input, connection, options.pgBinDir)
+      await runPgRestore(input, connection, options)
     }
     return {format: input.originalFormat, source: input.label, durationMs: Math.round(performance.now() - started)}
   } finally {
@@ -108,7 +111,10 @@ async function prepareInput(options: RestoreOptions, work: string): Promise<Prep
   if (options.source === undefined || options.source === '-') {
     // stdin is spooled to a private file first: the dump must be checked whole before anything is touched.
     file = path.join(work, 'stdin.dump')
-    await pipeline(options.stdin ?? process.stdin, createWriteStream(file, {mode: 0o600}))
+    await pipeline(options.stdin ?? process.stdin, createWriteStream(file, {mode: 0o600}), {signal: options.signal}).catch((error: unknown) => {
+      throwIfInterrupted(options.signal)
+      throw error
+    })
     label = 'standard input'
   } else {
     file = path.resolve(options.source)
@@ -174,8 +180,8 @@ async function newestTool(name: PgToolName, pgBinDir?: string): Promise<PgTool> 
  * TransactionControlFilter, so that its own BEGIN and COMMIT cannot end that
  * transaction halfway.
  */
-async function runPsql(file: string, connection: ConnectionConfig, pgBinDir?: string, prelude?: string): Promise<void> {
-  const psql = await newestTool('psql', pgBinDir)
+async function runPsql(file: string, connection: ConnectionConfig, options: RestoreOptions, prelude?: string): Promise<void> {
+  const psql = await newestTool('psql', options.pgBinDir)
   const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '--no-password']
   if (prelude) args.push('-c', prelude)
   args.push('-f', '-')
@@ -185,8 +191,9 @@ async function runPsql(file: string, connection: ConnectionConfig, pgBinDir?: st
     () => undefined,
     (error: unknown) => error,
   )
-  const exit = await waitForTool(child)
+  const exit = await waitForTool(child, options.signal)
   const fed = await feeding
+  throwIfInterrupted(options.signal)
   if (exit.code !== 0) throw restoreFailed(psql, exit)
   if (fed) throw fed
 }
@@ -205,18 +212,20 @@ function withoutTransactionControl(): Transform {
   })
 }
 
-async function runPgRestore(input: PreparedInput, connection: ConnectionConfig, pgBinDir?: string): Promise<void> {
-  const pgRestore = await newestTool('pg_restore', pgBinDir)
+async function runPgRestore(input: PreparedInput, connection: ConnectionConfig, options: RestoreOptions): Promise<void> {
+  const pgRestore = await newestTool('pg_restore', options.pgBinDir)
   const args = ['--single-transaction', '--exit-on-error', '--no-password', '--dbname', `dbname='${connection.database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`, input.path]
-  const exit = await waitForTool(spawnTool(pgRestore, args, connection, ['ignore', 'ignore', 'pipe']))
+  const exit = await waitForTool(spawnTool(pgRestore, args, connection, ['ignore', 'ignore', 'pipe']), options.signal)
+  throwIfInterrupted(options.signal)
   if (exit.code !== 0) throw restoreFailed(pgRestore, exit)
 }
 
 /** An archive as a plain SQL script, so that psql can run it after the reset in one transaction. */
-async function archiveToScript(input: PreparedInput, connection: ConnectionConfig, work: string, pgBinDir?: string): Promise<string> {
-  const pgRestore = await newestTool('pg_restore', pgBinDir)
+async function archiveToScript(input: PreparedInput, connection: ConnectionConfig, work: string, options: RestoreOptions): Promise<string> {
+  const pgRestore = await newestTool('pg_restore', options.pgBinDir)
   const script = path.join(work, 'archive.sql')
-  const exit = await waitForTool(spawnTool(pgRestore, ['--file', script, input.path], connection, ['ignore', 'ignore', 'pipe']))
+  const exit = await waitForTool(spawnTool(pgRestore, ['--file', script, input.path], connection, ['ignore', 'ignore', 'pipe']), options.signal)
+  throwIfInterrupted(options.signal)
   if (exit.code !== 0) throw restoreFailed(pgRestore, exit)
   return script
 }
@@ -226,7 +235,7 @@ async function archiveToScript(input: PreparedInput, connection: ConnectionConfi
  * in one transaction. COPY data goes straight to PGlite, whose wire protocol
  * does not carry COPY FROM STDIN; it is the same session, so the same transaction.
  */
-async function restoreIntoEmbedded(sql: Sql, dataDir: string, script: string, clean?: boolean): Promise<void> {
+async function restoreIntoEmbedded(sql: Sql, dataDir: string, script: string, options: RestoreOptions): Promise<void> {
   let steps
   try {
     steps = parseDumpScript(await readFile(script, 'utf8'))
@@ -240,11 +249,12 @@ async function restoreIntoEmbedded(sql: Sql, dataDir: string, script: string, cl
   let line = 0
   try {
     await reserved`begin`
-    if (clean) {
+    if (options.clean) {
       const {snapshot, currentUser} = await catalogSnapshot(reserved)
       await reserved.unsafe(resetScript(snapshot, currentUser))
     }
     for (const step of steps) {
+      throwIfInterrupted(options.signal)
       line = step.line
       if (step.kind === 'sql') await reserved.unsafe(step.sql, [], {prepare: false})
       else await pglite.query(step.sql.replace(/\bfrom\s+stdin\b/i, "from '/dev/blob'"), [], {blob: new Blob([step.data])})
@@ -252,6 +262,7 @@ async function restoreIntoEmbedded(sql: Sql, dataDir: string, script: string, cl
     await reserved`commit`
   } catch (error) {
     if (sessionSurvives(error)) await reserved`rollback`.catch(() => undefined)
+    if (error instanceof TwDbError) throw error
     const reason = isPgError(error) ? `${error.message} (SQLSTATE ${error.code})` : (error as Error).message
     throw new TwDbError('E_RESTORE_FAILED', `restore failed${line ? ` at line ${line}` : ''}: ${reason}`, {
       hint: 'The restore ran in one transaction and was rolled back: the database is as it was before.',
@@ -261,6 +272,15 @@ async function restoreIntoEmbedded(sql: Sql, dataDir: string, script: string, cl
     // The dump's SET commands changed the one session every connection shares.
     await restoreSessionDefaults(pglite)
     reserved.release()
+  }
+}
+
+/** A Ctrl-C: whatever ran is rolled back (a killed psql or pg_restore takes its transaction with it). */
+function throwIfInterrupted(signal?: AbortSignal): void {
+  if (signal?.aborted) {
+    throw new TwDbError('E_INTERRUPTED', 'restore interrupted: nothing was restored', {
+      hint: 'The restore runs in one transaction, which was rolled back: the database is as it was before.',
+    })
   }
 }
 

@@ -6,7 +6,7 @@ import path from 'node:path'
 import {describe, it} from 'node:test'
 
 import {PG_DUMP, PG_DUMP_MAJOR, dataChecksum, runInTerminal, runToFile, seededDatabase} from '../support/backup.js'
-import {BIN, parseJson, runCli} from '../support/cli.js'
+import {BIN, collect, parseJson, runCli, spawnCli, waitUntil} from '../support/cli.js'
 import {testMajors, useServers} from '../support/postgres.js'
 import {ledgerRows, tableExists} from '../support/schema.js'
 import {temporaryDirectory} from '../support/temp.js'
@@ -132,6 +132,39 @@ for (const major of testMajors()) {
       assert.equal((await runCli(['restore', plain, '--database-url', intoEmptyPlain.url])).code, 1)
       assert.equal(await tableExists(intoEmptyPlain.sql, 'tenant_kv'), false)
       assert.equal(await largeObjects(intoEmptyPlain.sql), 0)
+    })
+
+    it('stops psql and rolls back when tw-db alone gets SIGINT during a restore', async () => {
+      const source = await seededDatabase(servers.get(major)!)
+      const file = path.join(temporaryDirectory(), 'dump.sql')
+      assert.equal((await runToFile(['backup', '--database-url', source.url], file)).code, 0)
+      const target = await seededDatabase(servers.get(major)!)
+      await target.sql`update tenant_state set banned = not banned`
+      const before = await dataChecksum(target.sql)
+      const tools = async () => (await target.sql`select count(*)::int as n from pg_stat_activity where application_name = 'tw-db' and datname = current_database()`)[0].n
+      // A reader of tenant_state holds up the --clean reset, so psql is still at work when the signal comes.
+      const holder = await target.sql.reserve()
+      const ownTmp = temporaryDirectory()
+      try {
+        await holder`begin`
+        await holder`select count(*) from tenant_state`
+        const child = spawnCli(['restore', file, '--clean', '--database-url', target.url], {env: {TMPDIR: ownTmp}})
+        const run = collect(child)
+        await waitUntil(async () => {
+          const [{waiting}] = await target.sql`select count(*)::int as waiting from pg_stat_activity where application_name = 'tw-db' and wait_event_type = 'Lock'`
+          return waiting === 1
+        })
+        child.kill('SIGINT')
+        const result = await run
+        assert.equal(result.code, 1, result.stderr)
+        assert.match(result.stderr, /^Error: restore interrupted: nothing was restored$/m)
+      } finally {
+        await holder`commit`
+        holder.release()
+      }
+      await waitUntil(async () => (await tools()) === 0)
+      assert.equal(await dataChecksum(target.sql), before)
+      assert.deepEqual(readdirSync(ownTmp), [], 'the restore left its temporary files behind')
     })
 
     it('refuses a non-empty target without --clean (exit 2, nothing touched), and replaces it with --clean', async () => {
