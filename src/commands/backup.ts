@@ -15,7 +15,7 @@ export default class Backup extends BaseCommand {
   ]
 
   static override flags = {
-    output: Flags.string({char: 'o', description: 'write to FILE (a directory for -F directory) instead of stdout'}),
+    output: Flags.string({char: 'o', description: 'write to FILE (a directory for -F directory) instead of stdout; - is stdout'}),
     format: Flags.option({char: 'F', options: BACKUP_FORMATS, default: 'plain' as const, description: 'pg_dump output format'})(),
     'schema-only': Flags.boolean({description: 'only the schema, no data', exclusive: ['data-only']}),
     'data-only': Flags.boolean({description: 'only the data, no schema'}),
@@ -25,10 +25,12 @@ export default class Backup extends BaseCommand {
 
   async run(): Promise<BackupResult> {
     const {flags} = await this.parse(Backup)
-    if (!flags.output && process.stdout.isTTY) {
+    // -o - is stdout, as `restore -` is stdin.
+    const output = flags.output === '-' ? undefined : flags.output
+    if (!output && process.stdout.isTTY) {
       throw usageError('refusing to write a backup to a terminal', 'Redirect it (tw-db backup > dump.sql) or pass -o FILE.')
     }
-    if (!flags.output && this.jsonEnabled()) {
+    if (!output && this.jsonEnabled()) {
       throw usageError('--json needs --output: without it the backup itself goes to stdout')
     }
     const config = await this.resolveConfig(flags)
@@ -40,7 +42,7 @@ export default class Backup extends BaseCommand {
     try {
       const result = await backup(sql, config.connection, {
         format: flags.format,
-        output: flags.output,
+        output,
         schemaOnly: flags['schema-only'],
         dataOnly: flags['data-only'],
         tables: flags.table,

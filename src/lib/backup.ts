@@ -46,6 +46,9 @@ export interface BackupResult {
 
 export function pgDumpArgs(options: BackupOptions): string[] {
   if (options.schemaOnly && options.dataOnly) throw usageError('--schema-only and --data-only cannot be used together')
+  if (options.format === 'tar' && options.compress) {
+    throw usageError('-F tar cannot be compressed: pg_dump writes tar archives as they are', 'Drop -Z, or use -F custom, which is compressed by default.')
+  }
   const args = ['--format', options.format, '--no-password']
   if (options.schemaOnly) args.push('--schema-only')
   if (options.dataOnly) args.push('--data-only')
@@ -64,6 +67,9 @@ export async function backup(sql: Sql, connection: ConnectionConfig, options: Ba
       "the embedded database's pg_dump writes uncompressed plain SQL only",
       'Drop -F/-Z; compress the output yourself if needed: tw-db backup | gzip > dump.sql.gz.',
     )
+  }
+  if (options.output && options.format !== 'directory' && (await stat(options.output).catch(() => undefined))?.isDirectory()) {
+    throw usageError(`${options.output} is a directory`, 'Give -o a file name, or use -F directory to write the backup as a directory.')
   }
   if (options.output) {
     const stale = await removeStalePartials(path.resolve(options.output))

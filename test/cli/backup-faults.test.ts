@@ -3,7 +3,7 @@ import {chmodSync, readFileSync, readdirSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 
-import {PG_DUMP, PG_DUMP_MAJOR, seededDatabase} from '../support/backup.js'
+import {PG_DUMP, PG_DUMP_MAJOR, runToFile, seededDatabase} from '../support/backup.js'
 import {collect, runCli, spawnCli, waitUntil} from '../support/cli.js'
 import {PASSWORD, testMajors, useServers, type TestDatabase} from '../support/postgres.js'
 import {temporaryDirectory} from '../support/temp.js'
@@ -87,6 +87,20 @@ for (const major of majors) {
       assert.equal(result.code, 1)
       assert.match(result.stderr, /Error: backup failed: pg_dump \d+\.\d+ exited with status 1: pg_dump: error: no matching tables were found/)
       assert.deepEqual(readdirSync(dir), [])
+    })
+
+    it('refuses -o naming an existing directory (exit 2, nothing written), and takes -o - as stdout', async () => {
+      const source = await seededDatabase(servers.get(major)!)
+      const dir = temporaryDirectory()
+      const refused = await runCli(['backup', '--database-url', source.url, '-o', dir])
+      assert.equal(refused.code, 2)
+      assert.match(refused.stderr, /^Error: .* is a directory$/m)
+      assert.deepEqual(readdirSync(dir), [])
+      assert.deepEqual(readdirSync(path.dirname(dir)).filter((name) => name.startsWith(`.${path.basename(dir)}.`)), [])
+      const file = path.join(dir, 'dump.sql')
+      assert.equal((await runToFile(['backup', '--database-url', source.url, '-o', '-'], file)).code, 0)
+      assert.match(readFileSync(file, 'utf8'), /-- PostgreSQL database dump complete/)
+      assert.deepEqual(readdirSync(dir), ['dump.sql'])
     })
 
     it('leaves no file when pg_dump is killed half-way', async () => {

@@ -56,6 +56,8 @@ describe('pg tool versions and arguments', () => {
     const args = pgDumpArgs({format: 'custom', tables: ['tenant_kv', 'tenant_state'], compress: 6, schemaOnly: true})
     assert.deepEqual(args, ['--format', 'custom', '--no-password', '--schema-only', '--table', 'tenant_kv', '--table', 'tenant_state', '--compress', '6'])
     assert.throws(() => pgDumpArgs({format: 'plain', schemaOnly: true, dataOnly: true}), /cannot be used together/)
+    assert.throws(() => pgDumpArgs({format: 'tar', compress: 5}), /-F tar cannot be compressed/)
+    assert.deepEqual(pgDumpArgs({format: 'tar', compress: 0}), ['--format', 'tar', '--no-password', '--compress', '0'])
   })
 
   it('passes the connection and password to a child only through libpq variables, dropping inherited PG* ones', () => {
