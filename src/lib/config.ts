@@ -484,7 +484,9 @@ export function connectionFromUrl(url: string, defaults: ConnectionDefaults, env
   const scheme = /^(postgres|postgresql):\/\//i.exec(url)
   if (!scheme) {
     throw new Error(
-      `not a PostgreSQL URL (expected postgres://user:password@host:5432/database or pglite:PATH, got "${url.split(':')[0]}:…")`,
+      url === ''
+        ? 'is empty (expected postgres://user:password@host:5432/database or pglite:PATH)'
+        : `not a PostgreSQL URL (expected postgres://user:password@host:5432/database or pglite:PATH, got "${url.split(':')[0]}:…")`,
     )
   }
   let rest = url.slice(scheme[0].length)
@@ -532,6 +534,10 @@ export function connectionFromUrl(url: string, defaults: ConnectionDefaults, env
   password = param('password') ?? password ?? env.PGPASSWORD
   const database = param('dbname') ?? (decodeLenient(databasePart) || env.PGDATABASE || user)
 
+  // Without "user@", `postgres://user:password/db` reads the password as the port: never echo it then.
+  if (at === -1 && portText !== '' && !/^\d+$/.test(portText) && param('port') === undefined) {
+    throw new Error('invalid port in the URL: what follows "host:" is not a number (if it is a password, the URL lacks "@host")')
+  }
   const port = portText === '' ? DEFAULTS.port : parsePort(portText, 'the URL')
   if (host.includes('/') && !host.startsWith('/')) throw new Error(`invalid host "${host}" in the URL`)
   const urlSslMode = parseSslMode(param('sslmode'), 'the URL')

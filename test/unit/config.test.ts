@@ -595,6 +595,12 @@ describe('connectionFromUrl', () => {
 
   it('rejects a port that is not a number or out of range', () => {
     assert.throws(() => connectionFromUrl('postgres://u@h:abc/d', defaults, {}), /invalid port "abc"/)
+    // No "@": what looks like a port may be a password, so it is not shown.
+    assert.throws(
+      () => connectionFromUrl('postgres://u:S3cret/d', defaults, {}),
+      (error: Error) => /invalid port in the URL.*lacks "@host"/.test(error.message) && !error.message.includes('S3cret'),
+    )
+    assert.throws(() => connectionFromUrl('', defaults, {}), /^Error: is empty \(expected postgres:/)
     assert.throws(() => connectionFromUrl('postgres://u@h:0/d', defaults, {}), /invalid port "0"/)
     assert.throws(() => connectionFromUrl('postgres://u@h:65536/d', defaults, {}), /invalid port "65536"/)
   })
