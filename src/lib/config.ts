@@ -156,7 +156,7 @@ export async function loadConfig(overrides: ConfigOverrides = {}, env: Env = pro
     const where = file ? ` in ${file.filepath}` : ''
     throw configError(
       problems.length === 1 ? `invalid configuration${where}: ${problems[0]}` : `invalid configuration${where}:\n  - ${problems.join('\n  - ')}`,
-      'Fix the values above; config.yaml.example lists every key with its type.',
+      `Fix ${problems.length === 1 ? 'that value' : 'the values above'}; config.yaml.example lists every key with its type.`,
     )
   }
   const notices: string[] = []
