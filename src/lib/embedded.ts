@@ -1,4 +1,4 @@
-import {closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync} from 'node:fs'
+import {linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 
 import type {PGlite} from '@electric-sql/pglite'
@@ -181,43 +181,90 @@ function guardSignals(dataDir: string): {ready: (stop: () => Promise<void>) => v
 /**
  * PGlite is single-process: two tw-db processes on one data directory would
  * corrupt it. A lock file beside the directory, holding the owner's pid,
- * keeps the second one out; a lock left by a process that died is taken over.
+ * keeps the second one out; a lock left by a process that died is taken over
+ * (breakStaleLock).
  */
 function lockDataDir(dataDir: string): () => void {
   const lockFile = `${dataDir}.lock`
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(lockFile, 'wx', 0o600)
-      writeSync(fd, `${process.pid}\n`)
-      closeSync(fd)
+  for (let attempt = 0; attempt < 50; attempt++) {
+    if (createLockFile(lockFile)) {
       const release = () => {
         process.off('exit', release)
-        try {
-          if (readFileSync(lockFile, 'utf8').trim() === String(process.pid)) unlinkSync(lockFile)
-        } catch {
-          // Already gone.
-        }
+        if (lockOwner(lockFile) === process.pid) unlinkQuietly(lockFile)
       }
       process.on('exit', release)
       return release
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-      const owner = Number.parseInt(readLockOwner(lockFile), 10)
-      if (Number.isInteger(owner) && owner !== process.pid && processExists(owner)) {
-        throw new TwDbError('E_EMBEDDED_BUSY', `the embedded database ${dataDir} is in use by another tw-db process (pid ${owner})`, {
-          hint: `Wait for it to finish. If no tw-db is running, delete ${lockFile}.`,
-        })
-      }
-      unlinkSync(lockFile) // left by a process that no longer exists
     }
+    const owner = lockOwner(lockFile)
+    if (owner !== undefined && owner !== process.pid && processExists(owner)) {
+      throw new TwDbError('E_EMBEDDED_BUSY', `the embedded database ${dataDir} is in use by another tw-db process (pid ${owner})`, {
+        hint: `Wait for it to finish. If no tw-db is running, delete ${lockFile}.`,
+      })
+    }
+    // Another process is taking the stale lock over: give it a moment, then look again.
+    if (!breakStaleLock(lockFile, owner)) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10)
   }
   throw new TwDbError('E_EMBEDDED_BUSY', `cannot lock the embedded database ${dataDir}`, {exit: EXIT.FAILED, hint: `Delete ${lockFile} if no tw-db is running.`})
 }
 
-function readLockOwner(lockFile: string): string {
+/**
+ * Creates `file` holding this process's pid; false if it exists. The file
+ * appears whole (a hard link to a file already written), so no other process
+ * ever reads it empty and takes it for a stale one.
+ */
+function createLockFile(file: string): boolean {
+  const written = `${file}.${process.pid}`
+  writeFileSync(written, `${process.pid}\n`, {mode: 0o600})
   try {
-    return readFileSync(lockFile, 'utf8')
+    linkSync(written, file)
+    return true
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false
+    throw error
+  } finally {
+    unlinkQuietly(written)
+  }
+}
+
+/**
+ * Removes a lock left by `stalePid`, a process that no longer runs, and only
+ * if the lock still names it: of two processes that found the same stale
+ * lock, the second must not remove the lock the first has just created. The
+ * check and the removal happen under a second lock file, held for no longer
+ * than that. Returns false when another process holds it.
+ */
+function breakStaleLock(lockFile: string, stalePid: number | undefined): boolean {
+  const takeover = `${lockFile}.takeover`
+  if (!createLockFile(takeover)) {
+    const holder = lockOwner(takeover)
+    // One that died between its two steps leaves it behind.
+    if (holder === undefined || !processExists(holder)) unlinkQuietly(takeover)
+    return false
+  }
+  try {
+    if (lockOwner(lockFile) === stalePid) unlinkQuietly(lockFile)
+  } finally {
+    unlinkQuietly(takeover)
+  }
+  return true
+}
+
+/** The pid a lock file names, or undefined when it holds none (or is gone). */
+function lockOwner(lockFile: string): number | undefined {
+  let text: string
+  try {
+    text = readFileSync(lockFile, 'utf8')
   } catch {
-    return ''
+    return undefined
+  }
+  const pid = Number.parseInt(text, 10)
+  return Number.isInteger(pid) ? pid : undefined
+}
+
+function unlinkQuietly(file: string): void {
+  try {
+    unlinkSync(file)
+  } catch {
+    // Already gone.
   }
 }

@@ -37,6 +37,32 @@ describe('embedded database (PGlite) processes', () => {
     assert.deepEqual(parseJson(takeover).summary, {applied: 3, pending: 0, modified: 0, unknown: 0})
   })
 
+  it('lets only one of two processes that find the same stale lock at once take it over', async () => {
+    const dataDir = freshDir('stale-race')
+    const url = `pglite:${dataDir}`
+    assert.equal((await runCli(['status', '--database-url', url], {cwd, env: noClientTools})).code, 0)
+    writeFileSync(`${dataDir}.lock`, '999999999\n') // no such process
+    // The first process reads the stale pid, then stalls (this preload): the second takes the lock over meanwhile.
+    const stall = path.join(cwd, 'stall-lock-read.cjs')
+    writeFileSync(
+      stall,
+      "const fs = require('node:fs'); const read = fs.readFileSync; let stalled = false\n" +
+        "fs.readFileSync = function (file, ...rest) { const text = read.call(this, file, ...rest)\n" +
+        "  if (!stalled && String(file).endsWith('.lock')) { stalled = true; Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500) }\n" +
+        '  return text }\n',
+    )
+    const args = ['migrate', '--migrations-dir', path.join(FIXTURES, 'slow'), '--database-url', url]
+    const first = collect(spawnCli(args, {cwd, env: {...noClientTools, NODE_OPTIONS: `--require ${stall}`}}))
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    const second = collect(spawnCli(args, {cwd, env: noClientTools}))
+    const results = await Promise.all([first, second])
+    const codes = results.map((result) => result.code).sort()
+    assert.deepEqual(codes, [0, 1], results.map((result) => result.stderr).join('\n---\n'))
+    assert.match(results.find((result) => result.code === 1)!.stderr, /is in use by another tw-db process/)
+    assert.equal(existsSync(`${dataDir}.lock`), false)
+    assert.equal(existsSync(`${dataDir}.lock.takeover`), false)
+  })
+
   it('Ctrl-C during migrate rolls back the running migration, releases the data directory, and a re-run finishes', async () => {
     const dataDir = freshDir('interrupted')
     const url = `pglite:${dataDir}`
