@@ -207,6 +207,10 @@ async function dumpEmbedded(dataDir: string, args: string[], options: BackupOpti
     throw new TwDbError('E_BACKUP_FAILED', `backup failed: pg_dump (pglite-tools) ${(error as Error).message.split('\n')[0]}`, {
       hint: options.output ? `Nothing was written to ${options.output}.` : 'Nothing was written to stdout.',
     })
+  } finally {
+    // pglite-tools' pg_dump leaves its read-only transaction open in the one session every
+    // connection shares: whatever came next (reset --backup's DROP SCHEMA) would run inside it.
+    if (pglite.isInTransaction()) await pglite.exec('rollback')
   }
   throwIfInterrupted(options)
   const version = /^-- Dumped by pg_dump version (.+)$/m.exec(dump.subarray(0, 4096).toString('utf8'))?.[1] ?? 'unknown'

@@ -133,8 +133,11 @@ describe('embedded database (PGlite)', () => {
     assert.match(refused.stderr, /^Error: the embedded database's pg_dump writes uncompressed plain SQL only/m)
     assert.equal(existsSync(path.join(cwd, 'x.dump')), false)
 
-    const reset = await runCli(['reset', '--force', '--database-url', url], {cwd, env: noClientTools})
+    // With --backup: pglite-tools' pg_dump must not leave its read-only transaction to the reset.
+    const beforeReset = path.join(cwd, 'before-reset.sql')
+    const reset = await runCli(['reset', '--force', '--backup', beforeReset, '--database-url', url], {cwd, env: noClientTools})
     assert.equal(reset.code, 0, reset.stderr)
+    assert.match(readFileSync(beforeReset, 'utf8'), /INSERT INTO public\.tenant_kv VALUES \('k1'/)
     const afterReset = await runCli(['status', '--json', '--database-url', url], {cwd, env: noClientTools})
     assert.deepEqual(parseJson(afterReset).summary, {applied: 0, pending: 5, modified: 0, unknown: 0})
 
