@@ -1,4 +1,4 @@
-import {linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync} from 'node:fs'
+import {linkSync, mkdirSync, readFileSync, readdirSync, statSync, unlinkSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 
 import type {PGlite} from '@electric-sql/pglite'
@@ -71,7 +71,7 @@ export async function runningEmbedded(dataDir: string): Promise<EmbeddedDatabase
 }
 
 async function start(dataDir: string): Promise<Running> {
-  mkdirSync(path.dirname(dataDir), {recursive: true, mode: 0o700})
+  usableDataDir(dataDir)
   // The guard comes first: a Ctrl-C the moment the lock file exists must find it in place.
   const signals = guardSignals(dataDir)
   let releaseLock: () => void
@@ -79,7 +79,7 @@ async function start(dataDir: string): Promise<Running> {
     releaseLock = lockDataDir(dataDir)
   } catch (error) {
     signals.off()
-    throw error
+    throw error instanceof TwDbError ? error : dataDirError(dataDir, error)
   }
   try {
     const [{PGlite}, {uuid_ossp}, {PGLiteSocketServer}] = await Promise.all([
@@ -91,7 +91,7 @@ async function start(dataDir: string): Promise<Running> {
     try {
       pglite = await PGlite.create({dataDir, extensions: {uuid_ossp}})
     } catch (error) {
-      throw new TwDbError('E_EMBEDDED', `cannot open the embedded database in ${dataDir}: ${(error as Error).message}`, {
+      throw new TwDbError('E_EMBEDDED', `cannot open the embedded database in ${dataDir}: ${(error as Error)?.message || String(error)}`, {
         hint: 'The directory must be empty or hold a PGlite database; move it aside to start a new one.',
         cause: error,
       })
@@ -113,6 +113,58 @@ async function start(dataDir: string): Promise<Running> {
     releaseLock()
     throw error
   }
+}
+
+/**
+ * Refuses a data directory PGlite must not be pointed at: a path that is not a
+ * directory, or a directory that holds other files but no PostgreSQL data
+ * (PG_VERSION), which PGlite would fill with its own. Creates its parent.
+ */
+function usableDataDir(dataDir: string): void {
+  let entries: string[] | undefined
+  try {
+    mkdirSync(path.dirname(dataDir), {recursive: true, mode: 0o700})
+    entries = statSync(dataDir, {throwIfNoEntry: false})?.isDirectory() === false ? undefined : readdirIfExists(dataDir)
+  } catch (error) {
+    throw dataDirError(dataDir, error)
+  }
+  if (entries === undefined) {
+    throw new TwDbError('E_EMBEDDED', `cannot open the embedded database in ${dataDir}: it is a file, not a directory`, {
+      hint: 'Point pglite: at a directory (a new one is created).',
+    })
+  }
+  if (entries.length > 0 && !entries.includes('PG_VERSION')) {
+    throw new TwDbError('E_EMBEDDED', `cannot open the embedded database in ${dataDir}: the directory holds other files and no database`, {
+      hint: 'Point pglite: at an empty or new directory, or at one that already holds a tw-db embedded database.',
+    })
+  }
+}
+
+function readdirIfExists(dir: string): string[] {
+  try {
+    return readdirSync(dir)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw error
+  }
+}
+
+/** A file-system failure around the data directory (its parent, its lock), as one clear line. */
+function dataDirError(dataDir: string, error: unknown): TwDbError {
+  const {code, message} = error as NodeJS.ErrnoException
+  const reasons: Record<string, string> = {
+    EACCES: 'permission denied',
+    EPERM: 'permission denied',
+    ENOTDIR: 'part of the path is a file',
+    EEXIST: 'part of the path is a file',
+    EROFS: 'the file system is read-only',
+    ENOENT: 'files cannot be created there',
+  }
+  const reason = (code && reasons[code]) ?? message
+  return new TwDbError('E_EMBEDDED', `cannot use ${dataDir} for the embedded database: ${reason}`, {
+    hint: 'Point pglite: at a directory this user can create and write (the lock file goes beside it).',
+    cause: error,
+  })
 }
 
 /**

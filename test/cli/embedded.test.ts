@@ -3,7 +3,7 @@
  * PGlite, with no server and no PostgreSQL client tools involved.
  */
 import assert from 'node:assert/strict'
-import {existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {after, describe, it} from 'node:test'
@@ -160,6 +160,25 @@ describe('embedded database (PGlite)', () => {
       ],
     )
     assert.equal(rows[0].last_updated_at.toISOString(), '2024-01-02T00:00:00.000Z')
+  })
+
+  it('refuses a pglite: path that is a file, lies under a file, or is a directory of other files, touching nothing', async () => {
+    const dir = freshDir('not-a-database')
+    mkdirSync(dir)
+    writeFileSync(path.join(dir, 'main.js'), 'code\n')
+    writeFileSync(path.join(cwd, 'a-file'), 'hi\n')
+    for (const [target, reason] of [
+      [path.join(cwd, 'a-file'), /it is a file, not a directory/],
+      [path.join(cwd, 'a-file', 'sub'), /^Error: cannot use .*a-file\/sub for the embedded database: part of the path is a file$/m],
+      [dir, /the directory holds other files and no database/],
+    ] as const) {
+      const result = await runCli(['status', '--database-url', `pglite:${target}`], {cwd, env: noClientTools})
+      assert.equal(result.code, 1, result.stderr)
+      assert.match(result.stderr, reason)
+      assert.doesNotMatch(result.stderr, /bug in tw-db/)
+    }
+    assert.deepEqual(readdirSync(dir), ['main.js'])
+    assert.equal(readFileSync(path.join(cwd, 'a-file'), 'utf8'), 'hi\n')
   })
 
   it('a failing restore leaves the embedded database as it was', async () => {
