@@ -97,18 +97,39 @@ function lineCounter(source: string): (offset: number) => number {
 /**
  * A plain script, streamed, with each top-level statement that begins or ends
  * a transaction turned into a comment, line for line (psql's line numbers stay
- * those of the file). COPY data passes through untouched, as bytes. The SQL
- * around it is read as latin1, which keeps every byte one character: the
- * statement boundaries are ASCII, and UTF-8 text passes through as it came.
+ * those of the file). COPY data, most of a dump, passes through as the bytes
+ * it came in, never copied. The SQL between is read as latin1, which keeps
+ * every byte one character: the statement boundaries are ASCII, and UTF-8
+ * text passes through as it came.
  */
 export class TransactionControlFilter {
-  private pending = ''
+  private pending: Buffer = Buffer.alloc(0)
   private inCopyData = false
 
-  /** The bytes ready to go on after `chunk`. */
+  /**
+   * The bytes ready to go on after `chunk`: pieces of it (pass them on before
+   * `chunk` is reused) or copies. It keeps no reference to `chunk`.
+   */
   push(chunk: Buffer): Buffer[] {
-    this.pending += chunk.toString('latin1')
-    return this.drain(false)
+    if (this.pending.length === 0) {
+      this.pending = chunk
+      return this.drain(false)
+    }
+    if (!this.inCopyData) {
+      this.pending = Buffer.concat([this.pending, chunk])
+      return this.drain(false)
+    }
+    // In COPY data, the partial line kept from the last chunk is finished by this chunk's first line:
+    // only that line is joined to it, so the chunk itself is never copied.
+    const newline = chunk.indexOf(NEWLINE)
+    if (newline === -1) {
+      this.pending = Buffer.concat([this.pending, chunk])
+      return []
+    }
+    this.pending = Buffer.concat([this.pending, chunk.subarray(0, newline + 1)])
+    const out = this.drain(false)
+    this.pending = this.pending.length === 0 ? chunk.subarray(newline + 1) : Buffer.concat([this.pending, chunk.subarray(newline + 1)])
+    return [...out, ...this.drain(false)]
   }
 
   /** The rest, at the end of the script. */
@@ -117,72 +138,89 @@ export class TransactionControlFilter {
   }
 
   private drain(atEnd: boolean): Buffer[] {
-    const text = this.pending
-    const out: string[] = []
-    // Passes on text[i, to) and moves past it.
+    const bytes = this.pending
+    const out: Buffer[] = []
+    // Passes on bytes[i, to) and moves past it.
     let i = 0
     const pass = (to: number) => {
-      out.push(text.slice(i, to))
+      if (to > i) out.push(bytes.subarray(i, to))
       i = to
     }
     // Before the script ends, only whole lines may go on: the rest of a line decides what it is.
-    const wholeLines = () => (atEnd ? text.length : Math.max(i, text.lastIndexOf('\n') + 1))
+    const wholeLines = () => (atEnd ? bytes.length : Math.max(i, bytes.lastIndexOf(NEWLINE) + 1))
+    // The SQL from `base` on, as text; offsets in it plus `base` are offsets in `bytes`.
+    let text: string | undefined
+    let base = 0
     for (;;) {
       if (this.inCopyData) {
-        const terminator = copyDataEnd(text, i)
+        const terminator = copyDataEnd(bytes, i)
         if (terminator === -1) {
           pass(wholeLines())
           break
         }
-        const after = lineEnd(text, terminator) + 1
-        if (after > text.length && !atEnd) {
+        const after = bytes.indexOf(NEWLINE, terminator)
+        if (after === -1 && !atEnd) {
           pass(terminator)
           break
         }
-        pass(Math.min(after, text.length))
+        pass(after === -1 ? bytes.length : after + 1)
         this.inCopyData = false
         continue
       }
-      const start = skipBlankAndCommentLines(text, i)
-      if (start >= text.length) {
+      if (text === undefined) {
+        text = bytes.toString('latin1', i)
+        base = i
+      }
+      const start = skipBlankAndCommentLines(text, i - base) + base
+      if (start >= bytes.length) {
         pass(wholeLines())
         break
       }
-      if (text[start] === '\\') {
-        const after = lineEnd(text, start) + 1
-        if (after > text.length && !atEnd) break
-        pass(Math.min(after, text.length))
+      if (bytes[start] === BACKSLASH) {
+        const after = lineEnd(text, start - base) + 1 + base
+        if (after > bytes.length && !atEnd) break
+        pass(Math.min(after, bytes.length))
         continue
       }
-      const end = statementEnd(text, start)
+      const end = statementEnd(text, start - base) + base
       // A statement is whole once something follows its semicolon (or the script has ended).
-      if (end >= text.length && !atEnd) break
-      pass(start)
-      const statement = text.slice(start, end)
-      out.push(isTransactionControl(statement) ? commentedOut(statement) : statement)
-      i = end
+      if (end >= bytes.length && !atEnd) break
+      const statement = text.slice(start - base, end - base)
+      if (isTransactionControl(statement)) {
+        pass(start)
+        out.push(Buffer.from(commentedOut(statement), 'latin1'))
+        i = end
+      } else {
+        pass(end)
+      }
       if (COPY_FROM_STDIN.test(stripSqlComments(statement))) {
         // Its data starts on the next line.
-        const after = lineEnd(text, i) + 1
-        if (after > text.length && !atEnd) {
-          this.inCopyData = true
-          this.pending = ''
-          return [...out, text.slice(i)].filter((piece) => piece.length > 0).map((piece) => Buffer.from(piece, 'latin1'))
-        }
-        pass(Math.min(after, text.length))
+        const after = lineEnd(text, end - base) + 1 + base
         this.inCopyData = true
+        text = undefined
+        if (after > bytes.length) {
+          // The rest of the COPY line has not come: it goes on with the data, which cannot match "\.".
+          pass(bytes.length)
+          break
+        }
+        pass(after)
       }
     }
-    this.pending = text.slice(i)
-    return out.filter((piece) => piece.length > 0).map((piece) => Buffer.from(piece, 'latin1'))
+    // A copy: the rest is a partial line or statement, and must not hold on to the whole chunk.
+    this.pending = Buffer.from(bytes.subarray(i))
+    return out
   }
 }
 
+const NEWLINE = 0x0a
+const BACKSLASH = 0x5c
+
 /** The offset of the `\.` line that ends COPY data at or after `from` (a line start), or -1. */
-function copyDataEnd(text: string, from: number): number {
-  const isEnd = (at: number) => text.startsWith('\\.', at) && (at + 2 === text.length || text[at + 2] === '\n' || text[at + 2] === '\r')
+function copyDataEnd(bytes: Buffer, from: number): number {
+  const isEnd = (at: number) =>
+    bytes[at] === BACKSLASH && bytes[at + 1] === 0x2e && (at + 2 === bytes.length || bytes[at + 2] === NEWLINE || bytes[at + 2] === 0x0d)
   if (isEnd(from)) return from
-  for (let newline = text.indexOf('\n\\.', from); newline !== -1; newline = text.indexOf('\n\\.', newline + 1)) {
+  for (let newline = bytes.indexOf('\n\\.', from); newline !== -1; newline = bytes.indexOf('\n\\.', newline + 1)) {
     if (isEnd(newline + 1)) return newline + 1
   }
   return -1

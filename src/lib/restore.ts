@@ -10,7 +10,8 @@ import {createReadStream, createWriteStream} from 'node:fs'
 import {mkdtemp, open, readFile, rm, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
-import {Transform} from 'node:stream'
+import {once} from 'node:events'
+import type {Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import {createGunzip} from 'node:zlib'
 
@@ -187,7 +188,7 @@ async function runPsql(file: string, connection: ConnectionConfig, options: Rest
   args.push('-f', '-')
   const child = spawnTool(psql, args, connection, ['pipe', 'ignore', 'pipe'])
   // psql stops reading at its first error: what it did not read is no failure of its own.
-  const feeding = pipeline(createReadStream(file), withoutTransactionControl(), child.stdin!).then(
+  const feeding = feedScript(file, child.stdin!).then(
     () => undefined,
     (error: unknown) => error,
   )
@@ -198,18 +199,49 @@ async function runPsql(file: string, connection: ConnectionConfig, options: Rest
   if (fed) throw fed
 }
 
-function withoutTransactionControl(): Transform {
+const SCRIPT_CHUNK_BYTES = 256 * 1024
+
+/**
+ * Streams a plain script into psql through TransactionControlFilter, reading
+ * into two buffers used in turn: a buffer is read into again only once what
+ * was written from it has gone to the pipe. Streams would allocate a buffer
+ * for every chunk, and tens of MB of them wait for the garbage collector
+ * (a 559 MB dump took tw-db from 53 to 96 MB of RSS that way).
+ */
+async function feedScript(file: string, sink: Writable): Promise<void> {
+  // A write psql will not read (it has stopped) fails through its callback; the event must not go unheard.
+  sink.on('error', () => undefined)
   const filter = new TransactionControlFilter()
-  return new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      for (const piece of filter.push(chunk)) this.push(piece)
-      done()
-    },
-    flush(done) {
-      for (const piece of filter.end()) this.push(piece)
-      done()
-    },
-  })
+  const buffers = [Buffer.allocUnsafe(SCRIPT_CHUNK_BYTES), Buffer.allocUnsafe(SCRIPT_CHUNK_BYTES)]
+  const written: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()]
+  const handle = await open(file, 'r')
+  try {
+    for (let turn = 0; ; turn ^= 1) {
+      await written[turn]
+      const {bytesRead} = await handle.read(buffers[turn], 0, SCRIPT_CHUNK_BYTES, null)
+      if (bytesRead === 0) {
+        await written[turn ^ 1]
+        await writeAll(sink, filter.end())
+        break
+      }
+      written[turn] = writeAll(sink, filter.push(buffers[turn].subarray(0, bytesRead)))
+      // A failed write must surface now, not when its buffer's turn comes again.
+      written[turn].catch(() => undefined)
+    }
+    await new Promise<void>((resolve, reject) => sink.end((error?: Error | null) => (error ? reject(error) : resolve())))
+  } finally {
+    await handle.close()
+  }
+}
+
+/** Writes every piece, waiting for the pipe to drain; resolves once the last one is written. */
+async function writeAll(sink: Writable, pieces: readonly Buffer[]): Promise<void> {
+  let last: Promise<void> = Promise.resolve()
+  for (const piece of pieces) {
+    last = new Promise<void>((resolve, reject) => sink.write(piece, (error) => (error ? reject(error) : resolve())))
+    if (sink.writableNeedDrain) await Promise.race([once(sink, 'drain'), last])
+  }
+  await last
 }
 
 async function runPgRestore(input: PreparedInput, connection: ConnectionConfig, options: RestoreOptions): Promise<void> {
