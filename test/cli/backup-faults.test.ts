@@ -6,6 +6,7 @@ import {describe, it} from 'node:test'
 import {PG_DUMP, PG_DUMP_MAJOR, runToFile, seededDatabase} from '../support/backup.js'
 import {collect, runCli, spawnCli, waitUntil} from '../support/cli.js'
 import {PASSWORD, testMajors, useServers, type TestDatabase} from '../support/postgres.js'
+import {twDbWaitsForALock} from '../support/schema.js'
 import {temporaryDirectory} from '../support/temp.js'
 
 // Servers newer than pg_dump refuse every backup before it starts (backup-restore.test.ts covers that).
@@ -171,10 +172,7 @@ for (const major of majors) {
         await holder`lock table _migrations_applied in access exclusive mode`
         const child = spawnCli(['backup', '--database-url', source.url, '-o', path.join(dir, 'out.sql')])
         const run = collect(child)
-        await waitUntil(async () => {
-          const [{waiting}] = await source.sql`select count(*)::int as waiting from pg_stat_activity where application_name = 'tw-db' and wait_event_type = 'Lock'`
-          return waiting === 1
-        })
+        await waitUntil(() => twDbWaitsForALock(source.sql))
         child.kill('SIGINT')
         await holder`commit`
         const result = await run

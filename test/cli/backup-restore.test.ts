@@ -8,7 +8,7 @@ import {describe, it} from 'node:test'
 import {PG_DUMP, PG_DUMP_MAJOR, dataChecksum, runInTerminal, runToFile, seededDatabase} from '../support/backup.js'
 import {BIN, collect, parseJson, runCli, spawnCli, waitUntil} from '../support/cli.js'
 import {testMajors, useServers} from '../support/postgres.js'
-import {ledgerRows, tableExists} from '../support/schema.js'
+import {ledgerRows, tableExists, twDbWaitsForALock} from '../support/schema.js'
 import {temporaryDirectory} from '../support/temp.js'
 
 const servers = useServers()
@@ -150,10 +150,7 @@ for (const major of testMajors()) {
         await holder`select count(*) from tenant_state`
         const child = spawnCli(['restore', file, '--clean', '--database-url', target.url], {env: {TMPDIR: ownTmp}})
         const run = collect(child)
-        await waitUntil(async () => {
-          const [{waiting}] = await target.sql`select count(*)::int as waiting from pg_stat_activity where application_name = 'tw-db' and wait_event_type = 'Lock'`
-          return waiting === 1
-        })
+        await waitUntil(() => twDbWaitsForALock(target.sql))
         child.kill('SIGINT')
         const result = await run
         assert.equal(result.code, 1, result.stderr)

@@ -10,7 +10,7 @@ import type postgres from 'postgres'
 
 import {collect, parseJson, runCli, spawnCli, waitUntil} from '../support/cli.js'
 import {startServer, testMajors, useServers} from '../support/postgres.js'
-import {createLegacyTable, ledgerRows, tableExists} from '../support/schema.js'
+import {createLegacyTable, ledgerRows, tableExists, twDbWaitsForALock} from '../support/schema.js'
 
 const servers = useServers()
 
@@ -22,11 +22,6 @@ async function legacyDatabaseLockedByApp(sql: postgres.Sql): Promise<postgres.Re
   await app`begin`
   await app`lock table guild_templates_kv in share mode`
   return app
-}
-
-const migrateWaitingOnLock = (sql: postgres.Sql) => async () => {
-  const [{waiting}] = await sql`select count(*)::int as waiting from pg_stat_activity where application_name = 'tw-db' and wait_event_type = 'Lock'`
-  return waiting === 1
 }
 
 async function assertConvertedOnce(sql: postgres.Sql): Promise<void> {
@@ -48,7 +43,7 @@ for (const major of testMajors()) {
       try {
         const child = spawnCli(['migrate', '--database-url', db.url])
         const run = collect(child)
-        await waitUntil(migrateWaitingOnLock(db.sql))
+        await waitUntil(() => twDbWaitsForALock(db.sql))
         child.kill('SIGKILL')
         assert.equal((await run).signal, 'SIGKILL')
         // The orphaned backend notices its client is gone while still waiting, and rolls back.
@@ -83,7 +78,7 @@ for (const major of testMajors()) {
       let result
       try {
         const run = collect(spawnCli(['migrate', '--database-url', db.url, '--json']))
-        await waitUntil(migrateWaitingOnLock(db.sql))
+        await waitUntil(() => twDbWaitsForALock(db.sql))
         await db.sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tw-db'`
         result = await run
         await app`rollback`
@@ -108,7 +103,7 @@ for (const major of testMajors()) {
         const db = await server.createDatabase()
         const app = await legacyDatabaseLockedByApp(db.sql)
         const run = collect(spawnCli(['migrate', '--database-url', db.url]))
-        await waitUntil(migrateWaitingOnLock(db.sql))
+        await waitUntil(() => twDbWaitsForALock(db.sql))
         app.release()
         await server.stop()
         const result = await run

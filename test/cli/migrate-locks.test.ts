@@ -5,7 +5,7 @@ import {describe, it} from 'node:test'
 
 import {FIXTURES, collect, parseJson, runCli, spawnCli, waitUntil} from '../support/cli.js'
 import {useServers, testMajors, type TestDatabase} from '../support/postgres.js'
-import {columnsOf, ledgerRows, tableExists} from '../support/schema.js'
+import {columnsOf, ledgerRows, tableExists, twDbWaitsForALock} from '../support/schema.js'
 import {temporaryDirectory} from '../support/temp.js'
 
 const BUNDLED_IDS = ['khronosvalue_v2', 'kv_generic', 'tenantstate', 'cleanup_v8', 'drop_tenant_kv_expires_at']
@@ -91,10 +91,7 @@ for (const major of testMajors()) {
       try {
         const child = spawnCli(['migrate', '--config', config, '--migrations-dir', path.join(FIXTURES, 'locking')])
         const run = collect(child)
-        await waitUntil(async () => {
-          const [{waiting}] = await db.sql`select count(*)::int as waiting from pg_stat_activity where application_name = 'tw-db' and wait_event_type = 'Lock'`
-          return waiting === 1
-        })
+        await waitUntil(() => twDbWaitsForALock(db.sql))
         child.kill('SIGINT')
         const result = await run
         assert.equal(result.code, 1)
