@@ -4,7 +4,7 @@ import {setImmediate as nextTurn, setTimeout as sleep} from 'node:timers/promise
 import {isEmbedded, reserveSession, type ReservedSql, type Sql} from './connection.js'
 import {EXIT, SQLSTATE, TwDbError, isPgError, sessionSurvives, usageError, type PgErrorLike} from './errors.js'
 import {ensureLedger, readLedger, recordMigration, requireRecordedSql, type LedgerRow} from './ledger.js'
-import type {Migration} from './registry.js'
+import {refuseOwnTransactions, type Migration} from './registry.js'
 import {characterOffset, positionToLineColumn, splitStatements} from './sql-text.js'
 
 /**
@@ -228,13 +228,15 @@ export async function migrate(sql: Sql, options: MigrateOptions): Promise<Migrat
   const emit = options.onEvent ?? (() => undefined)
   return withMigrationLock(sql, options, async (reserved) => {
     const ledger = await readLedger(reserved)
-    await ensureLedger(reserved, ledger?.columns ?? null)
     const p = plan(options.migrations, ledger?.rows ?? [])
     const refused = refusal(p.problems, options)
     if (refused) throw refused
+    const {toApply, remaining} = selectTarget(options.migrations, p.pending, options.target)
+    refuseOwnTransactions(toApply)
+    // Only a run that goes ahead creates (or completes) the ledger.
+    await ensureLedger(reserved, ledger?.columns ?? null)
     warnAboutProblems(p, emit)
 
-    const {toApply, remaining} = selectTarget(options.migrations, p.pending, options.target)
     const applied = options.singleTransaction
       ? await applyInOneTransaction(reserved, toApply, options, emit)
       : await applyEach(reserved, toApply, {...options, pipelined: !isEmbedded(sql)}, emit)
@@ -291,6 +293,7 @@ async function dryRun(sql: Sql, options: MigrateOptions): Promise<MigrateResult>
   if (refused) throw refused
   warnAboutProblems(p, options.onEvent ?? (() => undefined))
   const {toApply} = selectTarget(options.migrations, p.pending, options.target)
+  refuseOwnTransactions(toApply)
   return {
     applied: [],
     pending: p.pending.map((m) => m.id),

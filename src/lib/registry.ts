@@ -99,13 +99,6 @@ export function parseMigration(source: MigrationSource): Migration {
   const header = parseHeader(sql, source.file)
   if (!header.description) throw registryError(source.file, 'missing "-- description: …" header line')
   if (!/\S/.test(stripComments(sql))) throw registryError(source.file, 'the file holds no SQL')
-  const control = header.transaction ? findTransactionControl(sql) : undefined
-  if (control) {
-    throw registryError(
-      source.file,
-      `line ${control.line}: ${control.keyword} would end the transaction tw-db applies and records this migration in; remove it (each migration runs in a transaction of its own), or mark the file "-- transaction: false"`,
-    )
-  }
   return {
     prefix: match[1],
     id: match[2],
@@ -115,6 +108,24 @@ export function parseMigration(source: MigrationSource): Migration {
     replacedChecksums: header.replacedChecksums,
     sql,
     file: source.file,
+  }
+}
+
+/**
+ * Refuses, naming the file and line, a migration that tw-db runs in a
+ * transaction but that begins or ends one itself: its ledger row would then
+ * commit without it. Checked for the migrations about to run, not on every
+ * load: `status` has no need to lex every file.
+ */
+export function refuseOwnTransactions(migrations: readonly Migration[]): void {
+  for (const migration of migrations) {
+    const control = migration.transaction ? findTransactionControl(migration.sql) : undefined
+    if (control) {
+      throw registryError(
+        migration.file,
+        `line ${control.line}: ${control.keyword} would end the transaction tw-db applies and records this migration in; remove it (each migration runs in a transaction of its own), or mark the file "-- transaction: false"`,
+      )
+    }
   }
 }
 

@@ -263,11 +263,11 @@ for (const major of testMajors()) {
       }
     })
 
-    it('refuses a migration that would commit its own transaction before anything runs, in both modes', async () => {
+    it('refuses a migration that would commit its own transaction before anything runs, --dry-run included', async () => {
       const dir = temporaryDirectory('tw-db-commits-')
       writeFileSync(path.join(dir, '0001_commits.sql'), '-- description: Commits midway\nCREATE TABLE half_t (id int);\nCOMMIT;\nCREATE TABLE other_t (id nosuchtype);\n')
       writeFileSync(path.join(dir, '0002_after.sql'), '-- description: After it\nCREATE TABLE after_t (id int);\n')
-      for (const extra of [[], ['--single-transaction']]) {
+      for (const extra of [[], ['--single-transaction'], ['--dry-run']]) {
         const db = await freshDb()
         const result = await runCli(['migrate', '--database-url', db.url, '--migrations-dir', dir, ...extra])
         assert.equal(result.code, 1)

@@ -6,7 +6,7 @@ import path from 'node:path'
 import {after, describe, it} from 'node:test'
 
 import {TwDbError} from '../../src/lib/errors.js'
-import {loadRegistry, parseMigration, parseRegistry, type MigrationSource} from '../../src/lib/registry.js'
+import {loadRegistry, parseMigration, parseRegistry, refuseOwnTransactions, type MigrationSource} from '../../src/lib/registry.js'
 
 const created: string[] = []
 after(() => {
@@ -137,8 +137,9 @@ describe('parseMigration', () => {
     ['END', 'SELECT 1;\nend;\n', 'END', 3],
     ['START TRANSACTION', 'start  transaction isolation level serializable;\n', 'START TRANSACTION', 2],
   ] as const) {
-    it(`refuses ${label} in a transactional migration, naming the file and the line`, () => {
-      const error = registryFailure(() => parseMigration(source('0006_tx.sql', `-- description: Ends its transaction\n${sql}`)))
+    it(`refuses to run ${label} in a transactional migration, naming the file and the line`, () => {
+      const migration = parseMigration(source('0006_tx.sql', `-- description: Ends its transaction\n${sql}`))
+      const error = registryFailure(() => refuseOwnTransactions([migration]))
       assert.match(error.message, /\/registry\/0006_tx\.sql: line \d+/)
       assert.ok(error.message.includes(`line ${line}: ${keyword} would end the transaction`), error.message)
     })
@@ -154,9 +155,10 @@ describe('parseMigration', () => {
       'DO $$ BEGIN PERFORM 1; END $$;',
       "COMMENT ON TABLE t IS 'commit; begin;';",
     ].join('\n')
-    assert.equal(parseMigration(source('0007_fine.sql', `-- description: Fine\n${body}\n`)).transaction, true)
+    const fine = parseMigration(source('0007_fine.sql', `-- description: Fine\n${body}\n`))
     const outside = parseMigration(source('0008_own.sql', '-- description: Own transactions\n-- transaction: false\nBEGIN;\nSELECT 1;\nCOMMIT;\n'))
     assert.equal(outside.transaction, false)
+    assert.doesNotThrow(() => refuseOwnTransactions([fine, outside]))
   })
 
   it('refuses a file that is not valid UTF-8, naming the file', () => {
