@@ -387,7 +387,7 @@ async function applyEach(
         if (options.signal?.aborted && ahead?.migration !== migration) throw interruptedError(migration)
         const durationMs = migration.transaction
           ? await withLockRetries(migration.id, options, emit, async () => {
-              const current = ahead ?? sendInOwnTransaction(reserved, migration, options)
+              const current = ahead ?? (options.pipelined ? sendInOwnTransaction(reserved, migration, options) : sendInOwnTransactionEmbedded(reserved, migration, options))
               ahead = undefined
               // The server goes on to the next migration without waiting for tw-db to read this one's
               // answer. On a real server only: the embedded one gains nothing, and would run it past a Ctrl-C.
@@ -479,12 +479,27 @@ interface InFlight {
 function sendInOwnTransaction(reserved: ReservedSql, migration: Migration, options: MigrateOptions, after?: Migration): InFlight {
   // postgres.js sends a query when it is first awaited or executed: each is executed here, in order.
   const beginning = begin(reserved, options, after).execute()
-  const outcome = Promise.allSettled([
-    beginning,
-    cancelOnAbort(reserved.unsafe(migration.sql).execute(), options.signal, beginning),
-    recordLedgerRow(reserved, migration, options),
-    reserved`commit`.execute(),
-  ])
+  const running = cancelOnAbort(reserved.unsafe(migration.sql).execute(), options.signal, beginning)
+  const recording = recordLedgerRow(reserved, migration, options)
+  const outcome = Promise.allSettled([beginning, running, recording, reserved`commit`.execute()])
+  return {migration, outcome}
+}
+
+/**
+ * The same on the embedded database, which runs inside tw-db and cannot
+ * cancel a statement: sent at once, COMMIT would follow a Ctrl-C that came
+ * while the migration ran. It goes only once tw-db has seen no Ctrl-C; after
+ * one, the migration and its ledger row are rolled back.
+ */
+function sendInOwnTransactionEmbedded(reserved: ReservedSql, migration: Migration, options: MigrateOptions): InFlight {
+  const beginning = begin(reserved, options).execute()
+  const running = reserved.unsafe(migration.sql).execute()
+  const recording = recordLedgerRow(reserved, migration, options)
+  const committing = Promise.allSettled([beginning, running, recording])
+    // One turn of the event loop: a signal that came meanwhile has been handled by then.
+    .then(() => nextTurn())
+    .then(() => (options.signal?.aborted ? reserved`rollback`.then(() => Promise.reject(new Error('interrupted'))) : reserved`commit`))
+  const outcome = Promise.allSettled([beginning, running, recording, committing])
   return {migration, outcome}
 }
 

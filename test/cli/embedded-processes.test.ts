@@ -82,15 +82,13 @@ describe('embedded database (PGlite) processes', () => {
     child.kill('SIGINT')
     const result = await done
     assert.equal(result.code, 1, result.stderr)
-    assert.match(result.stderr, /^Error: interrupted before or while applying (slow|last)/m)
+    assert.match(result.stderr, /^Error: interrupted before or while applying slow/m)
     assert.equal(existsSync(`${dataDir}.lock`), false)
-    // The embedded database cannot cancel a running statement: slow either rolled back after it finished, or
-    // committed just before the signal was seen. Either way each migration is applied and recorded, or neither.
+    // The embedded database cannot cancel a running statement: slow ran to its end, then rolled back, ledger row included.
     const tables = await queryEmbedded<{tablename: string}>(dataDir, `select tablename from pg_tables where schemaname = 'public' order by 1`)
     const ledger = await queryEmbedded<{id: string}>(dataDir, 'select id from _migrations_applied order by id')
-    const applied = ledger.map((r) => r.id)
-    assert.deepEqual(tables.map((t) => t.tablename), ['_migrations_applied', ...applied.map((id) => `${id}_marker`)].sort())
-    assert.ok(applied.includes('first') && !applied.includes('last'), applied.join())
+    assert.deepEqual(tables.map((t) => t.tablename), ['_migrations_applied', 'first_marker'])
+    assert.deepEqual(ledger.map((r) => r.id), ['first'])
 
     const rerun = await runCli(['migrate', '--migrations-dir', migrationsDir, '--database-url', url], {cwd, env: noClientTools})
     assert.equal(rerun.code, 0, rerun.stderr)
