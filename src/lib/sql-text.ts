@@ -149,8 +149,12 @@ export function isTransactionControl(statement: string): boolean {
   return transactionControlKeyword(statement) !== undefined
 }
 
+/** Any word a transaction-control statement can start with: without one, there is nothing to split. */
+const TRANSACTION_CONTROL_WORD = /\b(?:begin|start|commit|end|abort|rollback|prepare)\b/i
+
 /** The first top-level statement of `source` that begins or ends a transaction: its keyword and 1-based line. */
 export function findTransactionControl(source: string): {keyword: string; line: number} | undefined {
+  if (!TRANSACTION_CONTROL_WORD.test(source)) return undefined
   for (const statement of splitStatements(source)) {
     const control = transactionControlKeyword(statement.sql)
     if (control) {
