@@ -225,7 +225,7 @@ async function feedScript(file: string, sink: Writable): Promise<void> {
         break
       }
       written[turn] = writeAll(sink, filter.push(buffers[turn].subarray(0, bytesRead)))
-      // A failed write must surface now, not when its buffer's turn comes again.
+      // Awaited when this buffer's turn comes again: until then, a failure must not count as unhandled.
       written[turn].catch(() => undefined)
     }
     await new Promise<void>((resolve, reject) => sink.end((error?: Error | null) => (error ? reject(error) : resolve())))
@@ -234,14 +234,20 @@ async function feedScript(file: string, sink: Writable): Promise<void> {
   }
 }
 
-/** Writes every piece, waiting for the pipe to drain; resolves once the last one is written. */
+/** Writes every piece, waiting for the pipe to drain; resolves once all are written, rejects with the first failure. */
 async function writeAll(sink: Writable, pieces: readonly Buffer[]): Promise<void> {
-  let last: Promise<void> = Promise.resolve()
-  for (const piece of pieces) {
-    last = new Promise<void>((resolve, reject) => sink.write(piece, (error) => (error ? reject(error) : resolve())))
-    if (sink.writableNeedDrain) await Promise.race([once(sink, 'drain'), last])
+  const writes: Array<Promise<void>> = []
+  try {
+    for (const piece of pieces) {
+      const write = new Promise<void>((resolve, reject) => sink.write(piece, (error) => (error ? reject(error) : resolve())))
+      // Awaited below with the others: until then, a failure must not count as unhandled.
+      write.catch(() => undefined)
+      writes.push(write)
+      if (sink.writableNeedDrain) await Promise.race([once(sink, 'drain'), write])
+    }
+  } finally {
+    await Promise.all(writes)
   }
-  await last
 }
 
 async function runPgRestore(input: PreparedInput, connection: ConnectionConfig, options: RestoreOptions): Promise<void> {
