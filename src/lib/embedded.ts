@@ -1,4 +1,4 @@
-import {linkSync, mkdirSync, readFileSync, readdirSync, statSync, unlinkSync, writeFileSync} from 'node:fs'
+import {linkSync, mkdirSync, readFileSync, readdirSync, statSync, unlinkSync, writeFileSync, type Stats} from 'node:fs'
 import path from 'node:path'
 
 import type {PGlite} from '@electric-sql/pglite'
@@ -121,14 +121,16 @@ async function start(dataDir: string): Promise<Running> {
  * (PG_VERSION), which PGlite would fill with its own. Creates its parent.
  */
 function usableDataDir(dataDir: string): void {
-  let entries: string[] | undefined
+  let info: Stats | undefined
+  let entries: string[] = []
   try {
     mkdirSync(path.dirname(dataDir), {recursive: true, mode: 0o700})
-    entries = statSync(dataDir, {throwIfNoEntry: false})?.isDirectory() === false ? undefined : readdirIfExists(dataDir)
+    info = statSync(dataDir, {throwIfNoEntry: false})
+    if (info?.isDirectory()) entries = readdirSync(dataDir)
   } catch (error) {
     throw dataDirError(dataDir, error)
   }
-  if (entries === undefined) {
+  if (info && !info.isDirectory()) {
     throw new TwDbError('E_EMBEDDED', `cannot open the embedded database in ${dataDir}: it is a file, not a directory`, {
       hint: 'Point pglite: at a directory (a new one is created).',
     })
@@ -137,15 +139,6 @@ function usableDataDir(dataDir: string): void {
     throw new TwDbError('E_EMBEDDED', `cannot open the embedded database in ${dataDir}: the directory holds other files and no database`, {
       hint: 'Point pglite: at an empty or new directory, or at one that already holds a tw-db embedded database.',
     })
-  }
-}
-
-function readdirIfExists(dir: string): string[] {
-  try {
-    return readdirSync(dir)
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return []
-    throw error
   }
 }
 
