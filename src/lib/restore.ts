@@ -63,6 +63,7 @@ export async function restore(sql: Sql, connection: ConnectionConfig, options: R
   const work = await mkdtemp(path.join(tmpdir(), 'tw-db-restore-'))
   try {
     const input = await prepareInput(options, work)
+    const tool = lookAhead(toolsNeeded(input, connection, options), options.pgBinDir)
     if (input.format === 'plain' && !options.force && !isCompletePlainDump(await readTail(input.path))) {
       throw new TwDbError('E_TRUNCATED', `${input.label} is truncated: it lacks pg_dump's closing line "${DUMP_COMPLETE_LINE}"`, {
         hint: 'The backup was cut short (a failed or interrupted pg_dump): use a complete one. --force restores it anyway.',
@@ -81,16 +82,16 @@ export async function restore(sql: Sql, connection: ConnectionConfig, options: R
 
     throwIfInterrupted(options.signal)
     if (connection.embedded) {
-      const script = input.format === 'plain' ? input.path : await archiveToScript(input, connection, work, options)
+      const script = input.format === 'plain' ? input.path : await archiveToScript(await tool('pg_restore'), input, connection, work, options)
       await restoreIntoEmbedded(sql, connection.embedded.dataDir, script, options)
     } else if (options.clean) {
       const {snapshot, currentUser} = await catalogSnapshot(sql)
-      const plainPath = input.format === 'plain' ? input.path : await archiveToScript(input, connection, work, options)
-      await runPsql(plainPath, connection, options, resetScript(snapshot, currentUser))
+      const plainPath = input.format === 'plain' ? input.path : await archiveToScript(await tool('pg_restore'), input, connection, work, options)
+      await runPsql(await tool('psql'), plainPath, connection, options, resetScript(snapshot, currentUser))
     } else if (input.format === 'plain') {
-      await runPsql(input.path, connection, options)
+      await runPsql(await tool('psql'), input.path, connection, options)
     } else {
-      await runPgRestore(input, connection, options)
+      await runPgRestore(await tool('pg_restore'), input, connection, options)
     }
     return {format: input.originalFormat, source: input.label, durationMs: Math.round(performance.now() - started)}
   } finally {
@@ -165,6 +166,32 @@ async function readTail(file: string): Promise<string> {
   }
 }
 
+/** The client programs a restore of `input` runs: psql for a plain script, pg_restore to read an archive. */
+function toolsNeeded(input: PreparedInput, connection: ConnectionConfig, options: RestoreOptions): PgToolName[] {
+  const needed: PgToolName[] = []
+  if (input.format !== 'plain') needed.push('pg_restore')
+  if (!connection.embedded && (options.clean || input.format === 'plain')) needed.push('psql')
+  return needed
+}
+
+/**
+ * Starts looking for each tool at once, so that asking every installed copy
+ * its version (a process start each, 20-35 ms here) overlaps the checks of the
+ * dump and the database. Returns the lookup of a tool by name: a tool that is
+ * not found fails where it is awaited, after those checks, as if it had been
+ * looked for then.
+ */
+function lookAhead(names: readonly PgToolName[], pgBinDir?: string): (name: PgToolName) => Promise<PgTool> {
+  const early = new Map<PgToolName, Promise<PgTool>>()
+  for (const name of names) {
+    const found = newestTool(name, pgBinDir)
+    // Awaited where the tool is used, or never when a check fails first: until then, not unhandled.
+    found.catch(() => undefined)
+    early.set(name, found)
+  }
+  return (name) => early.get(name) ?? newestTool(name, pgBinDir)
+}
+
 async function newestTool(name: PgToolName, pgBinDir?: string): Promise<PgTool> {
   const [tool] = await findTools(name, pgBinDir)
   if (!tool) {
@@ -181,8 +208,7 @@ async function newestTool(name: PgToolName, pgBinDir?: string): Promise<PgTool> 
  * TransactionControlFilter, so that its own BEGIN and COMMIT cannot end that
  * transaction halfway.
  */
-async function runPsql(file: string, connection: ConnectionConfig, options: RestoreOptions, prelude?: string): Promise<void> {
-  const psql = await newestTool('psql', options.pgBinDir)
+async function runPsql(psql: PgTool, file: string, connection: ConnectionConfig, options: RestoreOptions, prelude?: string): Promise<void> {
   const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '--no-password']
   if (prelude) args.push('-c', prelude)
   args.push('-f', '-')
@@ -250,8 +276,7 @@ async function writeAll(sink: Writable, pieces: readonly Buffer[]): Promise<void
   }
 }
 
-async function runPgRestore(input: PreparedInput, connection: ConnectionConfig, options: RestoreOptions): Promise<void> {
-  const pgRestore = await newestTool('pg_restore', options.pgBinDir)
+async function runPgRestore(pgRestore: PgTool, input: PreparedInput, connection: ConnectionConfig, options: RestoreOptions): Promise<void> {
   const args = ['--single-transaction', '--exit-on-error', '--no-password', '--dbname', `dbname='${connection.database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`, input.path]
   const exit = await waitForTool(spawnTool(pgRestore, args, connection, ['ignore', 'ignore', 'pipe']), options.signal)
   throwIfInterrupted(options.signal)
@@ -259,8 +284,7 @@ async function runPgRestore(input: PreparedInput, connection: ConnectionConfig, 
 }
 
 /** An archive as a plain SQL script, so that psql can run it after the reset in one transaction. */
-async function archiveToScript(input: PreparedInput, connection: ConnectionConfig, work: string, options: RestoreOptions): Promise<string> {
-  const pgRestore = await newestTool('pg_restore', options.pgBinDir)
+async function archiveToScript(pgRestore: PgTool, input: PreparedInput, connection: ConnectionConfig, work: string, options: RestoreOptions): Promise<string> {
   const script = path.join(work, 'archive.sql')
   const exit = await waitForTool(spawnTool(pgRestore, ['--file', script, input.path], connection, ['ignore', 'ignore', 'pipe']), options.signal)
   throwIfInterrupted(options.signal)
