@@ -3,6 +3,7 @@
  * temporary path beside it (mode 0600), fsynced and renamed only once pg_dump
  * has succeeded, so FILE is either a complete backup or not there at all.
  */
+import type {ChildProcess} from 'node:child_process'
 import {open, readdir, rename, rm, stat, type FileHandle} from 'node:fs/promises'
 import path from 'node:path'
 
@@ -11,7 +12,7 @@ import {serverVersion, type Sql} from './connection.js'
 import {TwDbError, usageError} from './errors.js'
 import {readLedger} from './ledger.js'
 import {processExists} from './pids.js'
-import {describeToolFailure, pickTool, spawnTool, waitForTool, type PgTool} from './pgtools.js'
+import {describeToolFailure, pickTool, spawnTool, waitForTool, type PgTool, type ToolExit, type ToolPick} from './pgtools.js'
 
 export const BACKUP_FORMATS = ['plain', 'custom', 'directory', 'tar'] as const
 export type BackupFormat = (typeof BACKUP_FORMATS)[number]
@@ -76,18 +77,17 @@ export async function backup(sql: Sql, connection: ConnectionConfig, options: Ba
     if (stale.length > 0) options.onNotice?.(`Removed ${stale.length === 1 ? 'a partial backup' : 'partial backups'} left by a tw-db process that no longer runs: ${stale.join(', ')}`)
   }
   const serverAnswer = serverVersion(sql)
-  // pg_dump is looked for (each installed copy asked its version) while the server answers.
-  const [server, ledger, pgDump] = await Promise.all([
-    serverAnswer,
-    readLedger(sql),
-    connection.embedded ? undefined : pickTool('pg_dump', serverAnswer, options.pgBinDir),
-  ])
-  const lastMigration = (ledger?.rows ?? []).sort((a, b) => (a.appliedAt?.getTime() ?? 0) - (b.appliedAt?.getTime() ?? 0)).at(-1)?.id ?? null
+  // The server's version (which pg_dump fits it, and the summary) and the ledger (the summary) are read while pg_dump
+  // is found and started: runPgDump stops it if either read fails.
+  const details = Promise.all([serverAnswer, readLedger(sql)])
+  details.catch(() => undefined)
   throwIfInterrupted(options)
   const started = performance.now()
   const dumped = connection.embedded
-    ? await dumpEmbedded(connection.embedded.dataDir, args, options)
-    : await dumpWithClient(pgDump!, args, connection, options)
+    ? await dumpEmbedded(connection.embedded.dataDir, args, options, details)
+    : await dumpWithClient(await pickTool('pg_dump', serverAnswer, options.pgBinDir), args, connection, options, details)
+  const [server, ledger] = await details
+  const lastMigration = (ledger?.rows ?? []).sort((a, b) => (a.appliedAt?.getTime() ?? 0) - (b.appliedAt?.getTime() ?? 0)).at(-1)?.id ?? null
   return {
     format: options.format,
     output: options.output ?? null,
@@ -105,37 +105,45 @@ interface Dumped {
 }
 
 /** The machine's pg_dump, as a child process writing straight to the file or stdout. */
-async function dumpWithClient(pgDump: PgTool, args: string[], connection: ConnectionConfig, options: BackupOptions): Promise<Dumped> {
-  const bytes = options.output
-    ? await dumpToPath(pgDump, args, connection, options.output, options)
-    : await dumpToStdout(pgDump, args, connection, options)
+async function dumpWithClient(pick: ToolPick, args: string[], connection: ConnectionConfig, options: BackupOptions, ready: Promise<unknown>): Promise<Dumped> {
+  const run = {pick, ready, options}
+  const bytes = options.output ? await dumpToPath(run, args, connection, options.output) : await dumpToStdout(run, args, connection)
+  // The copy that ran: runPgDump runs no other.
+  const pgDump = await pick.choose()
   return {bytes, pgDump: {path: pgDump.path, version: pgDump.version}}
 }
 
-async function dumpToStdout(pgDump: PgTool, args: string[], connection: ConnectionConfig, options: BackupOptions): Promise<number | null> {
+async function dumpToStdout(run: PgDumpRun, args: string[], connection: ConnectionConfig): Promise<number | null> {
   // Without progress to show, pg_dump writes straight to our stdout: no copy through Node.
-  const counting = Boolean(options.onProgress)
-  const child = spawnTool(pgDump, args, connection, ['ignore', counting ? 'pipe' : 'inherit', 'pipe'])
+  const counting = Boolean(run.options.onProgress)
   let bytes = 0
-  if (counting) {
-    child.stdout!.on('data', (chunk: Buffer) => (bytes += chunk.length))
-    child.stdout!.pipe(process.stdout, {end: false})
+  const start = (pgDump: Pick<PgTool, 'path'>) => {
+    const child = spawnTool(pgDump, args, connection, ['ignore', counting ? 'pipe' : 'inherit', 'pipe'])
+    if (counting) {
+      child.stdout!.on('data', (chunk: Buffer) => (bytes += chunk.length))
+      child.stdout!.pipe(process.stdout, {end: false})
+    }
+    return child
   }
-  const exit = await runWatched(child, options, () => bytes)
-  if (exit.code !== 0) throw dumpFailed(pgDump, exit, options)
+  // A copy stopped at its version check has written nothing: there is nothing to discard.
+  await runPgDump(run, start, () => bytes, async () => undefined)
   return counting ? bytes : null
 }
 
-async function dumpToPath(pgDump: PgTool, args: string[], connection: ConnectionConfig, output: string, options: BackupOptions): Promise<number> {
+async function dumpToPath(run: PgDumpRun, args: string[], connection: ConnectionConfig, output: string): Promise<number> {
   const target = path.resolve(output)
   const temp = partialPath(target)
-  if (options.format === 'directory') {
+  if (run.options.format === 'directory') {
     const existing = await stat(target).catch(() => undefined)
     if (existing) throw usageError(`${output} already exists`, 'The directory format needs a path that does not exist yet.')
     try {
-      const child = spawnTool(pgDump, [...args, '--file', temp], connection, ['ignore', 'ignore', 'pipe'])
-      const exit = await runWatched(child, options, () => directorySize(temp).catch(() => 0))
-      if (exit.code !== 0) throw dumpFailed(pgDump, exit, options)
+      await runPgDump(
+        run,
+        (pgDump) => spawnTool(pgDump, [...args, '--file', temp], connection, ['ignore', 'ignore', 'pipe']),
+        () => directorySize(temp).catch(() => 0),
+        // pg_dump creates the directory before it connects.
+        () => rm(temp, {recursive: true, force: true}),
+      )
       await rename(temp, target)
       await fsyncDirectory(path.dirname(target))
       return directorySize(target)
@@ -148,9 +156,12 @@ async function dumpToPath(pgDump: PgTool, args: string[], connection: Connection
   return writeFileAtomically(output, async (file) => {
     // pg_dump writes into the file itself: nothing is copied through Node; progress reads the file's size.
     const flushing = flushAsItGrows(file)
-    const child = spawnTool(pgDump, args, connection, ['ignore', file.fd, 'pipe'])
-    const exit = await runWatched(child, options, () => file.stat().then((info) => info.size)).finally(() => flushing.stop())
-    if (exit.code !== 0) throw dumpFailed(pgDump, exit, options)
+    await runPgDump(
+      run,
+      (pgDump) => spawnTool(pgDump, args, connection, ['ignore', file.fd, 'pipe']),
+      () => file.stat().then((info) => info.size),
+      () => file.truncate(0),
+    ).finally(() => flushing.stop())
     // Only after pg_dump's own failure, which is the one to report.
     flushing.throwIfFailed()
   })
@@ -197,7 +208,9 @@ function partialPath(target: string): string {
  * this process), which needs no PostgreSQL client but writes plain SQL only
  * and hands the whole dump back at once: fine for the small databases PGlite holds.
  */
-async function dumpEmbedded(dataDir: string, args: string[], options: BackupOptions): Promise<Dumped> {
+async function dumpEmbedded(dataDir: string, args: string[], options: BackupOptions, ready: Promise<unknown>): Promise<Dumped> {
+  await ready
+  throwIfInterrupted(options)
   const [{runningEmbedded}, {pgDump}] = await Promise.all([import('./embedded.js'), import('@electric-sql/pglite-tools/pg_dump')])
   const {pglite} = await runningEmbedded(dataDir)
   let dump: Buffer
@@ -259,6 +272,62 @@ async function removeStalePartials(target: string): Promise<string[]> {
     await rm(stale, {recursive: true, force: true}).then(() => removed.push(stale), () => undefined)
   }
   return removed
+}
+
+interface PgDumpRun {
+  pick: ToolPick
+  /** What must also succeed for the backup to go on (the reads for its summary). */
+  ready: Promise<unknown>
+  options: BackupOptions
+}
+
+/**
+ * Runs pg_dump until it has succeeded. The likely copy (ToolPick) starts
+ * first; it and the server are asked their versions while it runs, and
+ * `ready` settles. Should the pick turn out to be another copy (the likely one too
+ * old for the server: it then stops at its own version check, before it has
+ * dumped anything), the likely one is stopped, `discard` removes what it may
+ * have created, and the picked copy runs. If no copy fits, or `ready` fails,
+ * the likely one is stopped and that error thrown.
+ */
+async function runPgDump(
+  {pick, ready, options}: PgDumpRun,
+  start: (pgDump: Pick<PgTool, 'path'>) => ChildProcess,
+  bytesSoFar: () => number | Promise<number>,
+  discard: () => Promise<void>,
+): Promise<void> {
+  const early = pick.likely === undefined ? undefined : watched(start({path: pick.likely}), options, bytesSoFar)
+  let pgDump: PgTool
+  try {
+    ;[pgDump] = await Promise.all([pick.choose(), ready])
+  } catch (error) {
+    await early?.stop()
+    throw error
+  }
+  let exit: ToolExit
+  if (early && pgDump.path === pick.likely) {
+    exit = await early.exit
+  } else {
+    if (early) {
+      await early.stop()
+      await discard()
+    }
+    exit = await runWatched(start(pgDump), options, bytesSoFar)
+  }
+  if (exit.code !== 0) throw dumpFailed(pgDump, exit, options)
+}
+
+/** A started pg_dump, its exit awaited later (until then a failure must not count as unhandled), and how to stop it. */
+function watched(child: ChildProcess, options: BackupOptions, bytesSoFar: () => number | Promise<number>) {
+  const exit = runWatched(child, options, bytesSoFar)
+  exit.catch(() => undefined)
+  return {
+    exit,
+    stop: async () => {
+      child.kill('SIGTERM')
+      await exit.catch(() => undefined)
+    },
+  }
 }
 
 /** Waits for pg_dump, reporting progress and honouring the abort signal. */

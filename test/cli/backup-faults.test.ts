@@ -23,7 +23,7 @@ function recordingPgDump(behaviour = 'exec "$REAL" "$@"'): {dir: string; log: st
   return {dir, log}
 }
 
-/** The pg_dump processes whose parent is `pid`, read from /proc as pgrep -P does. */
+/** The pg_dump processes dumping for `pid` (its children, read from /proc as pgrep -P does; not those asked their version). */
 function pgDumpChildren(pid: number): number[] {
   const children: number[] = []
   for (const entry of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
@@ -31,7 +31,8 @@ function pgDumpChildren(pid: number): number[] {
       // "pid (comm) state ppid …": comm may hold spaces and parentheses, so split after the last ')'.
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
       const [, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      if (Number(ppid) === pid && readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'pg_dump') children.push(Number(entry))
+      if (Number(ppid) !== pid || readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'pg_dump') continue
+      if (!readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').includes('--version')) children.push(Number(entry))
     } catch {
       // the process ended while we read it
     }
@@ -162,10 +163,10 @@ for (const major of majors) {
       assert.deepEqual(readdirSync(dir), [])
     })
 
-    it('stops on SIGINT that comes before pg_dump has started: exit 1, no file', async () => {
+    it('stops on SIGINT that comes while it reads the ledger: exit 1, no file', async () => {
       const source = await seededDatabase(servers.get(major)!)
       const dir = temporaryDirectory()
-      // The ledger is read before pg_dump starts: holding it locked keeps tw-db there.
+      // Holding the ledger locked keeps tw-db waiting for its read (and its pg_dump, if started, for that table).
       const holder = await source.sql.reserve()
       try {
         await holder`begin`

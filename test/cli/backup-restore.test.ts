@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {execFileSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
-import {readFileSync, readdirSync, statSync, writeFileSync} from 'node:fs'
+import {chmodSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 
@@ -27,6 +27,27 @@ for (const major of testMajors()) {
         assert.deepEqual(readdirSync(dir), [])
         const json = parseJson(await runCli(['backup', '--database-url', db.url, '-o', output, '--json']))
         assert.equal(json.error.code, 'E_PG_TOOL')
+      })
+
+      it('runs a wrapper that fits instead of the one real pg_dump it started while the versions were asked', async () => {
+        const db = await seededDatabase(servers.get(major)!)
+        // A differently named program behind a pg_dump link, as Debian's pg_wrapper: asked only when no real binary fits.
+        const bin = temporaryDirectory()
+        const wrapper = path.join(temporaryDirectory(), 'newer-wrapper')
+        const dump = '-- dumped by the wrapper\n-- PostgreSQL database dump complete\n'
+        writeFileSync(wrapper, `#!/bin/sh\n[ "$1" = --version ] && { echo 'pg_dump (PostgreSQL) 99.0'; exit 0; }\ncat <<'EOF'\n${dump}EOF\n`)
+        chmodSync(wrapper, 0o755)
+        symlinkSync(wrapper, path.join(bin, 'pg_dump'))
+        const env = {PG_BIN_DIR: bin}
+        const dir = temporaryDirectory()
+        const toFile = await runCli(['backup', '--database-url', db.url, '-o', path.join(dir, 'out.sql')], {env})
+        assert.equal(toFile.code, 0, toFile.stderr)
+        assert.match(toFile.stderr, new RegExp(`Backup complete: .*\\(pg_dump 99\\.0, server ${major}\\.\\d+\\)`))
+        assert.equal(readFileSync(path.join(dir, 'out.sql'), 'utf8'), dump)
+        assert.deepEqual(readdirSync(dir), ['out.sql'])
+        const toStdout = await runToFile(['backup', '--database-url', db.url], path.join(dir, 'stdout.sql'), {env})
+        assert.equal(toStdout.code, 0, toStdout.stderr)
+        assert.equal(readFileSync(path.join(dir, 'stdout.sql'), 'utf8'), dump)
       })
     })
     continue

@@ -52,9 +52,9 @@ export async function dataChecksum(sql: postgres.Sql): Promise<string> {
 }
 
 /** Runs the CLI with stdout going to a file (as `tw-db backup > FILE` would). */
-export function runToFile(args: string[], file: string): Promise<{code: number | null; stderr: string}> {
+export function runToFile(args: string[], file: string, {env}: {env?: Record<string, string>} = {}): Promise<{code: number | null; stderr: string}> {
   const out = openSync(file, 'w')
-  const child = spawn(process.execPath, [BIN, ...args], {cwd: EMPTY_DIR, env: cleanEnv(), stdio: ['ignore', out, 'pipe']})
+  const child = spawn(process.execPath, [BIN, ...args], {cwd: EMPTY_DIR, env: cleanEnv(env), stdio: ['ignore', out, 'pipe']})
   closeSync(out)
   let stderr = ''
   child.stderr!.on('data', (chunk) => (stderr += chunk))

@@ -9,7 +9,7 @@ import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {after, describe, it} from 'node:test'
 
-import {findTools, pickTool} from '../../src/lib/pgtools.js'
+import {findTools, likelyCopy, pickTool} from '../../src/lib/pgtools.js'
 
 const root = mkdtempSync(path.join(tmpdir(), 'tw-db-pgtools-'))
 after(() => rmSync(root, {recursive: true, force: true}))
@@ -48,10 +48,10 @@ describe('findTools and pickTool', () => {
     const savedPath = process.env.PATH
     process.env.PATH = setup.env.PATH
     try {
-      const picked = await pickTool('pg_dump', {major: 97, version: '97.2'})
+      const picked = await (await pickTool('pg_dump', {major: 97, version: '97.2'})).choose()
       assert.equal(picked.path, path.join(setup.wrapperDir, 'pg_dump'))
       assert.equal(picked.major, 97)
-      await assert.rejects(pickTool('pg_dump', Promise.resolve({major: 98, version: '98.0'})), (error: Error & {code?: string}) => {
+      await assert.rejects((await pickTool('pg_dump', Promise.resolve({major: 98, version: '98.0'}))).choose(), (error: Error & {code?: string}) => {
         assert.equal(error.code, 'E_PG_TOOL')
         assert.match(error.message, new RegExp(`${path.join(setup.wrapperDir, 'pg_dump')} \\(97\\.2\\)`))
         assert.match(error.message, new RegExp(`${path.join(setup.realDir, 'pg_dump')} \\(96\\.0\\)`))
@@ -60,5 +60,14 @@ describe('findTools and pickTool', () => {
     } finally {
       process.env.PATH = savedPath
     }
+  })
+
+  it('names the likely copy only when there is one real binary, wrappers aside', () => {
+    const real = {file: '/usr/lib/postgresql/15/bin/pg_dump', wrapper: false, order: 3}
+    const wrapper = {file: '/usr/bin/pg_dump', wrapper: true, order: 1}
+    assert.equal(likelyCopy([wrapper, real]), real.file)
+    assert.equal(likelyCopy([real, {file: '/usr/lib/postgresql/16/bin/pg_dump', wrapper: false, order: 4}]), undefined)
+    assert.equal(likelyCopy([wrapper]), undefined)
+    assert.equal(likelyCopy([]), undefined)
   })
 })
