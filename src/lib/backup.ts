@@ -77,8 +77,8 @@ export async function backup(sql: Sql, connection: ConnectionConfig, options: Ba
     if (stale.length > 0) options.onNotice?.(`Removed ${stale.length === 1 ? 'a partial backup' : 'partial backups'} left by a tw-db process that no longer runs: ${stale.join(', ')}`)
   }
   const serverAnswer = serverVersion(sql)
-  // The server's version (which pg_dump fits it, and the summary) and the ledger (the summary) are read while pg_dump
-  // is found and started: runPgDump stops it if either read fails.
+  // The server's version (to pick pg_dump, and for the summary) and the ledger (for the summary) are read while
+  // pg_dump is found and started: runPgDump stops it if either read fails.
   const details = Promise.all([serverAnswer, readLedger(sql)])
   details.catch(() => undefined)
   throwIfInterrupted(options)
@@ -283,12 +283,12 @@ interface PgDumpRun {
 
 /**
  * Runs pg_dump until it has succeeded. The likely copy (ToolPick) starts
- * first; it and the server are asked their versions while it runs, and
- * `ready` settles. Should the pick turn out to be another copy (the likely one too
- * old for the server: it then stops at its own version check, before it has
- * dumped anything), the likely one is stopped, `discard` removes what it may
- * have created, and the picked copy runs. If no copy fits, or `ready` fails,
- * the likely one is stopped and that error thrown.
+ * first; it and the server are asked their versions, and `ready` settles,
+ * while it runs. Should the pick turn out to be another copy (the likely one
+ * too old for the server: it then stops at its own version check, before it
+ * has dumped anything), the likely one is stopped, `discard` removes what it
+ * may have created, and the picked copy runs. If no copy fits, or `ready`
+ * fails, the likely one is stopped and that error thrown.
  */
 async function runPgDump(
   {pick, ready, options}: PgDumpRun,
