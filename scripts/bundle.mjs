@@ -12,6 +12,7 @@
 import {build} from 'esbuild'
 import {mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 
+import {asScript} from '../bin/load-cli.js'
 import {escapeNonAscii, renameImportCalls} from './bundle-source.mjs'
 
 const OUT = 'dist/bundle/cli.cjs'
@@ -85,4 +86,4 @@ mkdirSync('dist/bundle', {recursive: true})
 // ASCII only, so that bin/load-cli.js reads it as Latin-1: decoding 1.4 MB of
 // UTF-8 took 4 ms of every start. esbuild escapes strings but leaves comments
 // and regular expressions as they are.
-writeFileSync(OUT, escapeNonAscii(`${BANNER}\n${renameImportCalls(outputFiles[0].text, 'bundleImport')}`))
+writeFileSync(OUT, escapeNonAscii(asScript(`${BANNER}\n${renameImportCalls(outputFiles[0].text, 'bundleImport')}`)))

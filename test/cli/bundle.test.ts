@@ -21,6 +21,7 @@ import {temporaryDirectory} from '../support/temp.js'
 const BUNDLE = path.join(ROOT, 'dist', 'bundle', 'cli.cjs')
 const LOADER = pathToFileURL(path.join(ROOT, 'bin', 'load-cli.js')).href
 const RECORD_IMPORTS = path.join(ROOT, 'test', 'support', 'record-imports.mjs')
+const {asScript} = createRequire(import.meta.url)(path.join(ROOT, 'bin', 'load-cli.js')) as {asScript: (code: string) => string}
 const major = testMajors()[0]
 const servers = useServers([major])
 
@@ -45,9 +46,14 @@ describe('the bundled CLI', () => {
     assert.equal(runNode(`import {loadBundle} from ${JSON.stringify(LOADER)}; process.stdout.write(String(loadBundle().cacheUsed))`), 'true')
   })
 
+  it('is also a CommonJS module that require() runs (oclif manifest loads the commands so)', () => {
+    const required = `import {createRequire} from 'node:module'; const bundle = createRequire(import.meta.url)(${JSON.stringify(BUNDLE)});`
+    assert.equal(runNode(`${required} process.stdout.write(Object.keys(bundle.COMMANDS).sort().join(' '))`), 'backup check-connection migrate reset restore status')
+  })
+
   it('never uses a cache made from another bundle of the same length', () => {
     const bundle = path.join(temporaryDirectory(), 'cli.cjs')
-    const script = (answer: string) => `module.exports = {answer: '${answer}', twice: (n) => n * 2}`
+    const script = (answer: string) => asScript(`module.exports = {answer: '${answer}', twice: (n) => n * 2}`)
     const load = (label: string) =>
       `import {loadBundle, codeCacheFor, codeCachePath} from ${JSON.stringify(LOADER)}; import {writeFileSync} from 'node:fs';` +
       `const loaded = loadBundle(${JSON.stringify(bundle)}); loaded.exports.twice(2);` +
