@@ -58,10 +58,9 @@ export async function migrate(options: MigrateOptions = {}): Promise<migrator.Mi
 
 export async function status(options: ConnectOptions = {}): Promise<migrator.StatusReport & {upToDate: boolean}> {
   const config = await loadConfig(options, options.env, options.cwd)
-  const migrations = await loadRegistry(options.migrationsDir)
   const sql = await openPool(config.connection, {max: 1, onNotice: options.onNotice})
   try {
-    const report = await withConnectionErrors(config.connection, () => migrator.readStatus(sql, migrations))
+    const report = await withConnectionErrors(config.connection, () => migrator.readStatus(sql, () => loadRegistry(options.migrationsDir)))
     return {...report, upToDate: migrator.isUpToDate(report)}
   } finally {
     await closePool(sql)

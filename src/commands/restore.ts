@@ -40,7 +40,7 @@ export default class Restore extends BaseCommand {
       signal: controller.signal,
     }).finally(() => process.off('SIGINT', abort).off('SIGTERM', abort))
     writeErr(`Restored ${result.format} backup from ${result.source} into ${config.connection.display} in ${formatDuration(result.durationMs)}`)
-    const status = await readStatus(sql, await loadRegistry())
+    const status = await readStatus(sql, () => loadRegistry())
     if (!this.jsonEnabled()) writeOut(await renderStatus(status))
     return {restore: result, status}
   }

@@ -19,9 +19,8 @@ export default class Status extends BaseCommand {
   async run(): Promise<StatusReport> {
     const {flags} = await this.parse(Status)
     const config = await this.resolveConfig(flags)
-    const migrations = await loadRegistry(flags['migrations-dir'])
     const sql = await this.connect(config, {max: 1})
-    const report = await readStatus(sql, migrations)
+    const report = await readStatus(sql, () => loadRegistry(flags['migrations-dir']))
     if (!this.jsonEnabled()) writeOut(await renderStatus(report))
     if (flags.check && !isUpToDate(report)) {
       const {pending, modified, unknown} = report.summary

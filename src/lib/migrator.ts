@@ -160,9 +160,19 @@ export function isUpToDate(report: StatusReport): boolean {
 }
 
 /** Read-only: never creates the ledger, so it works on replicas and untouched databases. */
-export async function readStatus(sql: Sql, migrations: readonly Migration[]): Promise<StatusReport> {
-  const ledger = await readLedger(sql)
-  return statusReport(plan(migrations, ledger?.rows ?? []))
+/**
+ * The state of every migration. The ledger query goes out before the registry
+ * is read (`loadMigrations`): the server takes longer to open a session and
+ * answer than tw-db takes to read the files. A registry error still comes
+ * first, as if it had been read before connecting.
+ */
+export async function readStatus(sql: Sql, loadMigrations: () => Promise<readonly Migration[]>): Promise<StatusReport> {
+  const ledger = readLedger(sql)
+  ledger.catch(() => undefined) // awaited below, unless the registry fails first
+  // net.connect starts on the next tick: let it, before reading files synchronously.
+  await new Promise(setImmediate)
+  const migrations = await loadMigrations()
+  return statusReport(plan(migrations, (await ledger)?.rows ?? []))
 }
 
 // ---------------------------------------------------------------- apply (effectful)
