@@ -13,7 +13,8 @@
 // bundle's import() calls (scripts/bundle.mjs) come here, to loaderImport.
 const {createHash} = require('node:crypto')
 const {readFileSync} = require('node:fs')
-const Module = require('node:module')
+// The class of this very module: require('node:module') would also load the public module's extras (source maps), 0.4 ms.
+const Module = module.constructor
 const path = require('node:path')
 const vm = require('node:vm')
 

@@ -7,6 +7,30 @@ function parse(code) {
   return ts.createSourceFile('bundle.js', code, ts.ScriptTarget.Latest, true, ts.ScriptKind.JS)
 }
 
+/**
+ * `require("X")` for each built-in X in `builtins` (with or without the node:
+ * prefix), with esbuild's `__toESM(…)` around it if there is one, becomes
+ * `name("X", namespace)`: namespace is true where the code reads the module
+ * as an ES namespace (its `default` is the module itself).
+ */
+export function deferBuiltinRequires(code, builtins, name) {
+  const tree = parse(code)
+  const replacements = []
+  const isCallOf = (node, callee) => ts.isCallExpression(node) && ts.isIdentifier(node.expression) && node.expression.text === callee
+  const visit = (node) => {
+    const [specifier] = isCallOf(node, 'require') ? node.arguments : []
+    if (specifier && ts.isStringLiteral(specifier) && builtins.includes(specifier.text.replace(/^node:/, ''))) {
+      const namespace = isCallOf(node.parent, '__toESM') && node.parent.arguments[0] === node
+      const replaced = namespace ? node.parent : node
+      replacements.push({start: replaced.getStart(tree), end: replaced.getEnd(), replacement: `${name}(${JSON.stringify(specifier.text)}, ${namespace})`})
+      return
+    }
+    ts.forEachChild(node, visit)
+  }
+  visit(tree)
+  return splice(code, replacements)
+}
+
 /** `import(…)` calls become `name(…)`. */
 export function renameImportCalls(code, name) {
   const tree = parse(code)

@@ -13,7 +13,7 @@ import {build} from 'esbuild'
 import {mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 
 import {asScript} from '../bin/load-cli.js'
-import {escapeNonAscii, renameImportCalls} from './bundle-source.mjs'
+import {deferBuiltinRequires, escapeNonAscii, renameImportCalls} from './bundle-source.mjs'
 
 const OUT = 'dist/bundle/cli.cjs'
 
@@ -26,7 +26,19 @@ const OUT = 'dist/bundle/cli.cjs'
 const BANNER = [
   "const bundleFileUrl = require('node:url').pathToFileURL(__filename).href;",
   "const bundleImport = typeof loaderImport === 'function' ? loaderImport : (specifier, options) => import(specifier, options);",
+  'const deferredBuiltin = (id, namespace) => {',
+  '  let loaded;',
+  "  return new Proxy({}, {get: (_, key) => ((loaded ??= require(id)), namespace && key === 'default' ? loaded : loaded[key])});",
+  '};',
 ].join('\n')
+
+// Built-ins that some dependencies require when the bundle starts, though
+// only a few commands use them: postgres.js takes tls only for a TLS
+// connection, oclif's parser readline only to read a flag's value from stdin.
+// Loading them cost every command about 2.5 ms (bench/README.md), so the
+// bundle loads each when a property of it is first read (deferredBuiltin
+// above; test/cli/bundle.test.ts checks that status loads neither).
+const DEFERRED_BUILTINS = ['tls', 'readline']
 
 // oclif sorts its commands with localeCompare, and V8 loads ICU's collation
 // data on the first call: 10 ms of every start (bench/README.md). Command ids
@@ -86,4 +98,5 @@ mkdirSync('dist/bundle', {recursive: true})
 // ASCII only, so that bin/load-cli.js reads it as Latin-1: decoding 1.4 MB of
 // UTF-8 took 4 ms of every start. esbuild escapes strings but leaves comments
 // and regular expressions as they are.
-writeFileSync(OUT, escapeNonAscii(asScript(`${BANNER}\n${renameImportCalls(outputFiles[0].text, 'bundleImport')}`)))
+const code = deferBuiltinRequires(renameImportCalls(outputFiles[0].text, 'bundleImport'), DEFERRED_BUILTINS, 'deferredBuiltin')
+writeFileSync(OUT, escapeNonAscii(asScript(`${BANNER}\n${code}`)))

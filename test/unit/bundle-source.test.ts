@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import {isAscii} from 'node:buffer'
 import {describe, it} from 'node:test'
 
-import {escapeNonAscii, renameImportCalls} from '../../scripts/bundle-source.mjs'
+import {deferBuiltinRequires, escapeNonAscii, renameImportCalls} from '../../scripts/bundle-source.mjs'
 
 /** What a CommonJS snippet exports, as JSON. */
 function exportsOf(code: string): string {
@@ -19,6 +19,38 @@ describe('renameImportCalls', () => {
     assert.equal(renamed.match(/load\(/g)?.length, 2)
     assert.equal(exportsOf(renamed), JSON.stringify({a: 'loaded pkg', b: 'loaded pkg', message: 'import() failed', importer: 1}))
     assert.ok(renamed.includes('// import("x") in a comment'))
+  })
+})
+
+describe('deferBuiltinRequires', () => {
+  const code = [
+    'var __toESM = (mod) => ({default: mod, ...mod});',
+    'var tls = __toESM(require("tls"), 1);',
+    'var readline = require("node:readline");',
+    'var fs = require("node:fs");',
+    'var word = \'require("tls")\';',
+    'module.exports = {tls, readline, fs, word};',
+  ].join('\n')
+  const deferred = deferBuiltinRequires(code, ['tls', 'readline'], 'defer')
+
+  it('replaces the listed built-ins, namespace or not, and nothing else', () => {
+    assert.ok(deferred.includes('var tls = defer("tls", true);'), deferred)
+    assert.ok(deferred.includes('var readline = defer("node:readline", false);'), deferred)
+    assert.ok(deferred.includes('var fs = require("node:fs");'))
+    assert.ok(deferred.includes("var word = 'require(\"tls\")';"))
+  })
+
+  it('runs as before with a stand-in that loads on first use', () => {
+    const run = (source: string) => {
+      const module = {exports: {} as Record<string, unknown>}
+      const requireBuiltin = (id: string) => ({id: id.replace(/^node:/, '')})
+      const defer = (id: string, namespace: boolean) => new Proxy({}, {get: (_, key) => (namespace && key === 'default' ? requireBuiltin(id) : requireBuiltin(id)[key as 'id'])})
+      new Function('module', 'require', 'defer', source)(module, requireBuiltin, defer)
+      const {tls, readline, fs, word} = module.exports as {tls: {default: {id: string}; id: string}; readline: {id: string}; fs: {id: string}; word: string}
+      return [tls.default.id, tls.id, readline.id, fs.id, word]
+    }
+    assert.deepEqual(run(deferred), run(code))
+    assert.deepEqual(run(code), ['tls', 'tls', 'readline', 'fs', 'require("tls")'])
   })
 })
 
