@@ -40,22 +40,38 @@ const BANNER = [
 // above; test/cli/bundle.test.ts checks that status loads neither).
 const DEFERRED_BUILTINS = ['tls', 'readline']
 
+/**
+ * An esbuild plugin that replaces `from` with `to` in the dependency file
+ * whose path ends with `file`. A changed or moved dependency fails the build
+ * here (or after it, for a file never loaded) rather than silently losing
+ * the change.
+ */
+const appliedPatches = new Set()
+function patchDependency(name, file, from, to) {
+  const escaped = file.split('/').map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[\\\\/]')
+  return {
+    name,
+    setup(build) {
+      build.onLoad({filter: new RegExp(`[\\\\/]node_modules[\\\\/]${escaped}$`)}, ({path}) => {
+        const source = readFileSync(path, 'utf8')
+        if (!source.includes(from)) throw new Error(`${path} no longer contains "${from}" (${name}): review scripts/bundle.mjs`)
+        appliedPatches.add(name)
+        return {contents: source.replace(from, to), loader: 'js'}
+      })
+    },
+  }
+}
+
 // oclif sorts its commands with localeCompare, and V8 loads ICU's collation
 // data on the first call: 10 ms of every start (bench/README.md). Command ids
 // are lowercase ASCII words and hyphens, which sort the same by code unit
-// (test/cli/bundle.test.ts checks both). A build of a changed oclif fails
-// here rather than silently keeping the slow sort.
-const codeUnitSortOfCommands = {
-  name: 'code-unit-sort-of-commands',
-  setup(build) {
-    build.onLoad({filter: /[\\/]@oclif[\\/]core[\\/]lib[\\/]config[\\/]plugin\.js$/}, ({path}) => {
-      const localeSort = '.sort((a, b) => a.id.localeCompare(b.id))'
-      const source = readFileSync(path, 'utf8')
-      if (!source.includes(localeSort)) throw new Error(`${path} no longer sorts commands with "${localeSort}": review scripts/bundle.mjs`)
-      return {contents: source.replace(localeSort, '.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))'), loader: 'js'}
-    })
-  },
-}
+// (test/cli/bundle.test.ts checks both).
+const codeUnitSortOfCommands = patchDependency(
+  'code-unit-sort-of-commands',
+  '@oclif/core/lib/config/plugin.js',
+  '.sort((a, b) => a.id.localeCompare(b.id))',
+  '.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))',
+)
 
 // string-width runs emoji-regex's pattern (thousands of alternatives) over
 // every string it measures, and V8 compiles that pattern on first use: 5 ms of
@@ -64,18 +80,26 @@ const codeUnitSortOfCommands = {
 // hold no emoji and take one column a character, so such a string's width is
 // its length (test/cli/bundle.test.ts checks string-width agrees); anything
 // else, ANSI colours included, goes through string-width as before.
-const asciiStringWidth = {
-  name: 'ascii-string-width',
-  setup(build) {
-    build.onLoad({filter: /[\\/]node_modules[\\/]string-width[\\/]index\.js$/}, ({path}) => {
-      const exported = 'module.exports = stringWidth;'
-      const source = readFileSync(path, 'utf8')
-      if (!source.includes(exported)) throw new Error(`${path} no longer ends with "${exported}": review scripts/bundle.mjs`)
-      const fast = 'module.exports = (string) => (typeof string === "string" && /^[\\x20-\\x7e\\u2026]*$/.test(string) ? string.length : stringWidth(string));'
-      return {contents: source.replace(exported, fast), loader: 'js'}
-    })
-  },
-}
+const asciiStringWidth = patchDependency(
+  'ascii-string-width',
+  'string-width/index.js',
+  'module.exports = stringWidth;',
+  'module.exports = (string) => (typeof string === "string" && /^[\\x20-\\x7e\\u2026]*$/.test(string) ? string.length : stringWidth(string));',
+)
+
+// oclif reads its JSON files at start (package.json, its manifest, the
+// user's theme.json and plugin list) one after another with fs/promises,
+// each a trip through libuv's thread pool, the first also starting it: 5 ms
+// of every command on this machine (bench/README.md). Read synchronously,
+// the same files take a fraction of that; readJson still returns a promise
+// and rejects with the same errors.
+const syncOclifJsonReads = patchDependency(
+  'sync-oclif-json-reads',
+  '@oclif/core/lib/util/fs.js',
+  "const contents = await (0, promises_1.readFile)(path, 'utf8');",
+  "const contents = (0, node_fs_1.readFileSync)(path, 'utf8');",
+)
+const DEPENDENCY_PATCHES = [codeUnitSortOfCommands, asciiStringWidth, syncOclifJsonReads]
 
 // A code cache left from a previous bundle must never meet a new one.
 rmSync('dist/bundle', {recursive: true, force: true})
@@ -90,9 +114,12 @@ const {outputFiles} = await build({
   target: 'node20',
   external: ['@electric-sql/*', 'typescript'],
   define: {'import.meta.url': 'bundleFileUrl'},
-  plugins: [codeUnitSortOfCommands, asciiStringWidth],
+  plugins: DEPENDENCY_PATCHES,
   logLevel: 'warning',
 })
+for (const {name} of DEPENDENCY_PATCHES) {
+  if (!appliedPatches.has(name)) throw new Error(`${name}: the file it patches was not bundled: review scripts/bundle.mjs`)
+}
 
 mkdirSync('dist/bundle', {recursive: true})
 // ASCII only, so that bin/load-cli.js reads it as Latin-1: decoding 1.4 MB of
