@@ -1,6 +1,8 @@
 // Rewrites of the bundle's source that esbuild does not offer, made on the
 // parsed code (TypeScript's parser) so that text in strings and comments is
 // never mistaken for code. Used by scripts/bundle.mjs; test/unit/bundle-source.test.ts.
+import {isBuiltin} from 'node:module'
+
 import ts from 'typescript'
 
 function parse(code) {
@@ -8,21 +10,27 @@ function parse(code) {
 }
 
 /**
- * `require("X")` for each built-in X in `builtins` (with or without the node:
- * prefix), with esbuild's `__toESM(…)` around it if there is one, becomes
- * `name("X", namespace)`: namespace is true where the code reads the module
- * as an ES namespace (its `default` is the module itself).
+ * Rewrites how the bundle takes node's built-in modules. `require("X")` of a
+ * built-in in `deferred` (with or without the node: prefix), with esbuild's
+ * `__toESM(…)` around it if there is one, becomes `defer("X", isNamespace)`:
+ * isNamespace is true where the code reads X as an ES namespace (its
+ * `default` is the module itself). `__toESM(require("Y"), …)` for any other
+ * built-in Y becomes `namespace(require("Y"))`. Names are those of functions
+ * the bundle defines (scripts/bundle.mjs).
  */
-export function deferBuiltinRequires(code, builtins, name) {
+export function rewriteBuiltinRequires(code, {deferred, defer, namespace}) {
   const tree = parse(code)
   const replacements = []
   const isCallOf = (node, callee) => ts.isCallExpression(node) && ts.isIdentifier(node.expression) && node.expression.text === callee
   const visit = (node) => {
     const [specifier] = isCallOf(node, 'require') ? node.arguments : []
-    if (specifier && ts.isStringLiteral(specifier) && builtins.includes(specifier.text.replace(/^node:/, ''))) {
-      const namespace = isCallOf(node.parent, '__toESM') && node.parent.arguments[0] === node
-      const replaced = namespace ? node.parent : node
-      replacements.push({start: replaced.getStart(tree), end: replaced.getEnd(), replacement: `${name}(${JSON.stringify(specifier.text)}, ${namespace})`})
+    if (specifier && ts.isStringLiteral(specifier) && isBuiltin(specifier.text)) {
+      const isNamespace = isCallOf(node.parent, '__toESM') && node.parent.arguments[0] === node
+      const replaced = isNamespace ? node.parent : node
+      const replacement = deferred.includes(specifier.text.replace(/^node:/, ''))
+        ? `${defer}(${JSON.stringify(specifier.text)}, ${isNamespace})`
+        : isNamespace ? `${namespace}(${node.getText(tree)})` : undefined
+      if (replacement) replacements.push({start: replaced.getStart(tree), end: replaced.getEnd(), replacement})
       return
     }
     ts.forEachChild(node, visit)

@@ -13,7 +13,7 @@ import {build} from 'esbuild'
 import {mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 
 import {asScript} from '../bin/load-cli.js'
-import {deferBuiltinRequires, escapeNonAscii, renameImportCalls} from './bundle-source.mjs'
+import {escapeNonAscii, renameImportCalls, rewriteBuiltinRequires} from './bundle-source.mjs'
 
 const OUT = 'dist/bundle/cli.cjs'
 
@@ -26,18 +26,28 @@ const OUT = 'dist/bundle/cli.cjs'
 const BANNER = [
   "const bundleFileUrl = require('node:url').pathToFileURL(__filename).href;",
   "const bundleImport = typeof loaderImport === 'function' ? loaderImport : (specifier, options) => import(specifier, options);",
-  'const deferredBuiltin = (id, namespace) => {',
+  'const deferredBuiltin = (id, isNamespace) => {',
   '  let loaded;',
-  "  return new Proxy({}, {get: (_, key) => ((loaded ??= require(id)), namespace && key === 'default' ? loaded : loaded[key])});",
+  "  return new Proxy({}, {get: (_, key) => ((loaded ??= require(id)), isNamespace && key === 'default' ? loaded : loaded[key])});",
   '};',
+  'const builtinNamespace = (builtin) => Object.create(builtin, {default: {value: builtin, enumerable: true}});',
 ].join('\n')
 
-// Built-ins that some dependencies require when the bundle starts, though
-// only a few commands use them: postgres.js takes tls only for a TLS
-// connection, oclif's parser readline only to read a flag's value from stdin.
-// Loading them cost every command about 2.5 ms (bench/README.md), so the
-// bundle loads each when a property of it is first read (deferredBuiltin
-// above; test/cli/bundle.test.ts checks that status loads neither).
+// How the bundle takes node's built-ins (rewriteBuiltinRequires; the
+// functions are in BANNER above):
+// - Some dependencies require built-ins when the bundle starts that only a few
+//   commands use: postgres.js takes tls only for a TLS connection, oclif's
+//   parser readline only to read a flag's value from stdin. Loading them cost
+//   every command about 2.5 ms (bench/README.md), so each loads when a
+//   property of it is first read (deferredBuiltin; test/cli/bundle.test.ts
+//   checks that status loads neither).
+// - esbuild's __toESM gives an ES import of a CommonJS module its own object
+//   with a getter for every property: over a thousand for the built-ins the
+//   bundle imports (fs alone four times), about 3 ms and 600 kB of every
+//   start. A built-in's namespace inherits from the module instead
+//   (builtinNamespace): every property reads the same; only enumerating the
+//   namespace would differ, and nothing in the bundle does that
+//   (test/cli/bundle.test.ts checks).
 const DEFERRED_BUILTINS = ['tls', 'readline']
 
 /**
@@ -125,5 +135,9 @@ mkdirSync('dist/bundle', {recursive: true})
 // ASCII only, so that bin/load-cli.js reads it as Latin-1: decoding 1.4 MB of
 // UTF-8 took 4 ms of every start. esbuild escapes strings but leaves comments
 // and regular expressions as they are.
-const code = deferBuiltinRequires(renameImportCalls(outputFiles[0].text, 'bundleImport'), DEFERRED_BUILTINS, 'deferredBuiltin')
+const code = rewriteBuiltinRequires(renameImportCalls(outputFiles[0].text, 'bundleImport'), {
+  deferred: DEFERRED_BUILTINS,
+  defer: 'deferredBuiltin',
+  namespace: 'builtinNamespace',
+})
 writeFileSync(OUT, escapeNonAscii(asScript(`${BANNER}\n${code}`)))

@@ -38,6 +38,18 @@ describe('the bundled CLI', () => {
     assert.deepEqual([...new Set(required)].filter((name) => !isBuiltin(name)), ['typescript'])
   })
 
+  it('never enumerates the namespace of a built-in, which only inherits its properties (scripts/bundle.mjs)', () => {
+    const source = readFileSync(BUNDLE, 'latin1')
+    const namespaces = [...source.matchAll(/\b([\w$]+) = builtinNamespace\(/g)].map((match) => match[1])
+    assert.ok(namespaces.includes('import_node_fs'), `the pattern finds the namespaces: ${namespaces.join(', ')}`)
+    const enumerations = namespaces.flatMap((name) => {
+      const escaped = name.replace(/\$/g, '\\$')
+      const uses = new RegExp(`(\\.\\.\\.${escaped}\\b|Object\\.(keys|values|entries|assign|getOwnPropertyNames)\\([^)]*\\b${escaped}\\b|\\bin ${escaped}\\b|__(copyProps|reExport)\\([^)]*\\b${escaped}\\b)`, 'g')
+      return [...source.matchAll(uses)].map((match) => match[0])
+    })
+    assert.deepEqual(enumerations, [])
+  })
+
   it('is ASCII, which the loader reads as Latin-1', () => {
     assert.ok(isAscii(readFileSync(BUNDLE)))
   })

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import {isAscii} from 'node:buffer'
 import {describe, it} from 'node:test'
 
-import {deferBuiltinRequires, escapeNonAscii, renameImportCalls} from '../../scripts/bundle-source.mjs'
+import {escapeNonAscii, renameImportCalls, rewriteBuiltinRequires} from '../../scripts/bundle-source.mjs'
 
 /** What a CommonJS snippet exports, as JSON. */
 function exportsOf(code: string): string {
@@ -22,35 +22,40 @@ describe('renameImportCalls', () => {
   })
 })
 
-describe('deferBuiltinRequires', () => {
+describe('rewriteBuiltinRequires', () => {
   const code = [
     'var __toESM = (mod) => ({default: mod, ...mod});',
     'var tls = __toESM(require("tls"), 1);',
     'var readline = require("node:readline");',
-    'var fs = require("node:fs");',
+    'var fs = __toESM(require("node:fs"), 1);',
+    'var path = require("node:path");',
+    'var local = __toESM(require("./local"));',
     'var word = \'require("tls")\';',
-    'module.exports = {tls, readline, fs, word};',
+    'module.exports = {tls, readline, fs, path, local, word};',
   ].join('\n')
-  const deferred = deferBuiltinRequires(code, ['tls', 'readline'], 'defer')
+  const rewritten = rewriteBuiltinRequires(code, {deferred: ['tls', 'readline'], defer: 'defer', namespace: 'namespace'})
 
-  it('replaces the listed built-ins, namespace or not, and nothing else', () => {
-    assert.ok(deferred.includes('var tls = defer("tls", true);'), deferred)
-    assert.ok(deferred.includes('var readline = defer("node:readline", false);'), deferred)
-    assert.ok(deferred.includes('var fs = require("node:fs");'))
-    assert.ok(deferred.includes("var word = 'require(\"tls\")';"))
+  it('defers the listed built-ins, gives other built-ins a namespace, and leaves the rest', () => {
+    assert.ok(rewritten.includes('var tls = defer("tls", true);'), rewritten)
+    assert.ok(rewritten.includes('var readline = defer("node:readline", false);'), rewritten)
+    assert.ok(rewritten.includes('var fs = namespace(require("node:fs"));'), rewritten)
+    assert.ok(rewritten.includes('var path = require("node:path");'))
+    assert.ok(rewritten.includes('var local = __toESM(require("./local"));'))
+    assert.ok(rewritten.includes("var word = 'require(\"tls\")';"))
   })
 
-  it('runs as before with a stand-in that loads on first use', () => {
+  it('reads every property as before', () => {
     const run = (source: string) => {
       const module = {exports: {} as Record<string, unknown>}
-      const requireBuiltin = (id: string) => ({id: id.replace(/^node:/, '')})
-      const defer = (id: string, namespace: boolean) => new Proxy({}, {get: (_, key) => (namespace && key === 'default' ? requireBuiltin(id) : requireBuiltin(id)[key as 'id'])})
-      new Function('module', 'require', 'defer', source)(module, requireBuiltin, defer)
-      const {tls, readline, fs, word} = module.exports as {tls: {default: {id: string}; id: string}; readline: {id: string}; fs: {id: string}; word: string}
-      return [tls.default.id, tls.id, readline.id, fs.id, word]
+      const load = (id: string) => ({id: id.replace(/^node:/, '')})
+      const defer = (id: string, isNamespace: boolean) => new Proxy({}, {get: (_, key) => (isNamespace && key === 'default' ? load(id) : load(id)[key as 'id'])})
+      const namespace = (builtin: object) => Object.create(builtin, {default: {value: builtin, enumerable: true}})
+      new Function('module', 'require', 'defer', 'namespace', source)(module, load, defer, namespace)
+      const {tls, readline, fs, path, local, word} = module.exports as Record<string, {id: string; default: {id: string}}> & {word: string}
+      return [tls.default.id, tls.id, readline.id, fs.default.id, fs.id, path.id, local.default.id, local.id, word]
     }
-    assert.deepEqual(run(deferred), run(code))
-    assert.deepEqual(run(code), ['tls', 'tls', 'readline', 'fs', 'require("tls")'])
+    assert.deepEqual(run(rewritten), run(code))
+    assert.deepEqual(run(code), ['tls', 'tls', 'readline', 'fs', 'fs', 'path', './local', './local', 'require("tls")'])
   })
 })
 
