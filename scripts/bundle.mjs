@@ -51,23 +51,29 @@ const BANNER = [
 const DEFERRED_BUILTINS = ['tls', 'readline']
 
 /**
- * An esbuild plugin that replaces `from` with `to` in the dependency file
- * whose path ends with `file`. A changed or moved dependency fails the build
- * here (or after it, for a file never loaded) rather than silently losing
- * the change.
+ * An esbuild plugin that makes each patch's change ({name, file, from, to}:
+ * `from` replaced with `to` in the dependency file whose path ends with
+ * `file`). A changed or moved dependency fails the build here (or after it,
+ * for a file never loaded) rather than silently losing the change.
  */
 const appliedPatches = new Set()
-function patchDependency(name, file, from, to) {
-  const escaped = file.split('/').map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[\\\\/]')
+function patchDependencies(patches) {
+  const files = [...new Set(patches.map(({file}) => file))]
+  const pattern = (file) => new RegExp(`[\\\\/]node_modules[\\\\/]${file.split('/').map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[\\\\/]')}$`)
   return {
-    name,
+    name: 'dependency-patches',
     setup(build) {
-      build.onLoad({filter: new RegExp(`[\\\\/]node_modules[\\\\/]${escaped}$`)}, ({path}) => {
-        const source = readFileSync(path, 'utf8')
-        if (!source.includes(from)) throw new Error(`${path} no longer contains "${from}" (${name}): review scripts/bundle.mjs`)
-        appliedPatches.add(name)
-        return {contents: source.replace(from, to), loader: 'js'}
-      })
+      for (const file of files) {
+        build.onLoad({filter: pattern(file)}, ({path}) => {
+          let source = readFileSync(path, 'utf8')
+          for (const {name, from, to} of patches.filter((patch) => patch.file === file)) {
+            if (!source.includes(from)) throw new Error(`${path} no longer contains "${from}" (${name}): review scripts/bundle.mjs`)
+            source = source.replace(from, to)
+            appliedPatches.add(name)
+          }
+          return {contents: source, loader: 'js'}
+        })
+      }
     },
   }
 }
@@ -76,12 +82,12 @@ function patchDependency(name, file, from, to) {
 // data on the first call: 10 ms of every start (bench/README.md). Command ids
 // are lowercase ASCII words and hyphens, which sort the same by code unit
 // (test/cli/bundle.test.ts checks both).
-const codeUnitSortOfCommands = patchDependency(
-  'code-unit-sort-of-commands',
-  '@oclif/core/lib/config/plugin.js',
-  '.sort((a, b) => a.id.localeCompare(b.id))',
-  '.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))',
-)
+const codeUnitSortOfCommands = {
+  name: 'code-unit-sort-of-commands',
+  file: '@oclif/core/lib/config/plugin.js',
+  from: '.sort((a, b) => a.id.localeCompare(b.id))',
+  to: '.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))',
+}
 
 // string-width runs emoji-regex's pattern (thousands of alternatives) over
 // every string it measures, and V8 compiles that pattern on first use: 5 ms of
@@ -90,12 +96,12 @@ const codeUnitSortOfCommands = patchDependency(
 // hold no emoji and take one column a character, so such a string's width is
 // its length (test/cli/bundle.test.ts checks string-width agrees); anything
 // else, ANSI colours included, goes through string-width as before.
-const asciiStringWidth = patchDependency(
-  'ascii-string-width',
-  'string-width/index.js',
-  'module.exports = stringWidth;',
-  'module.exports = (string) => (typeof string === "string" && /^[\\x20-\\x7e\\u2026]*$/.test(string) ? string.length : stringWidth(string));',
-)
+const asciiStringWidth = {
+  name: 'ascii-string-width',
+  file: 'string-width/index.js',
+  from: 'module.exports = stringWidth;',
+  to: 'module.exports = (string) => (typeof string === "string" && /^[\\x20-\\x7e\\u2026]*$/.test(string) ? string.length : stringWidth(string));',
+}
 
 // oclif reads its JSON files at start (package.json, its manifest, the
 // user's theme.json and plugin list) one after another with fs/promises,
@@ -103,13 +109,31 @@ const asciiStringWidth = patchDependency(
 // of every command on this machine (bench/README.md). Read synchronously,
 // the same files take a fraction of that; readJson still returns a promise
 // and rejects with the same errors.
-const syncOclifJsonReads = patchDependency(
-  'sync-oclif-json-reads',
-  '@oclif/core/lib/util/fs.js',
-  "const contents = await (0, promises_1.readFile)(path, 'utf8');",
-  "const contents = (0, node_fs_1.readFileSync)(path, 'utf8');",
-)
-const DEPENDENCY_PATCHES = [codeUnitSortOfCommands, asciiStringWidth, syncOclifJsonReads]
+const syncOclifJsonReads = {
+  name: 'sync-oclif-json-reads',
+  file: '@oclif/core/lib/util/fs.js',
+  from: "const contents = await (0, promises_1.readFile)(path, 'utf8');",
+  to: "const contents = (0, node_fs_1.readFileSync)(path, 'utf8');",
+}
+
+// oclif loads a glob library (tinyglobby, with fdir and picomatch) to find
+// command files by pattern, and minimatch to match plugin names by wildcard,
+// when it starts; tw-db lists its commands (package.json oclif.commands,
+// "explicit") and has no plugins. Each loads on its first call instead: about
+// 2 ms of every command (bench/README.md).
+const lazyCommandGlob = {
+  name: 'lazy-command-glob',
+  file: '@oclif/core/lib/config/plugin.js',
+  from: 'const tinyglobby_1 = require("tinyglobby");',
+  to: 'const tinyglobby_1 = {glob: (...args) => require("tinyglobby").glob(...args)};',
+}
+const lazyPluginMatch = {
+  name: 'lazy-plugin-match',
+  file: '@oclif/core/lib/config/plugin-loader.js',
+  from: 'const minimatch_1 = require("minimatch");',
+  to: 'const minimatch_1 = {minimatch: (...args) => require("minimatch").minimatch(...args)};',
+}
+const DEPENDENCY_PATCHES = [codeUnitSortOfCommands, asciiStringWidth, syncOclifJsonReads, lazyCommandGlob, lazyPluginMatch]
 
 // A code cache left from a previous bundle must never meet a new one.
 rmSync('dist/bundle', {recursive: true, force: true})
@@ -124,7 +148,7 @@ const {outputFiles} = await build({
   target: 'node20',
   external: ['@electric-sql/*', 'typescript'],
   define: {'import.meta.url': 'bundleFileUrl'},
-  plugins: DEPENDENCY_PATCHES,
+  plugins: [patchDependencies(DEPENDENCY_PATCHES)],
   logLevel: 'warning',
 })
 for (const {name} of DEPENDENCY_PATCHES) {
