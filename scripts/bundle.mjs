@@ -37,10 +37,11 @@ const BANNER = [
 // functions are in BANNER above):
 // - Some dependencies require built-ins when the bundle starts that only a few
 //   commands use: postgres.js takes tls only for a TLS connection, oclif's
-//   parser readline only to read a flag's value from stdin. Loading them cost
-//   every command about 2.5 ms (bench/README.md), so each loads when a
-//   property of it is first read (deferredBuiltin; test/cli/bundle.test.ts
-//   checks that status loads neither).
+//   parser readline only to read a flag's value from stdin, child_process
+//   and fs/promises serve the commands that run pg_dump or read files
+//   asynchronously. Loading them cost every command about 6 ms
+//   (bench/README.md), so each loads when a property of it is first read
+//   (deferredBuiltin; test/cli/bundle.test.ts checks that status loads none).
 // - esbuild's __toESM gives an ES import of a CommonJS module its own object
 //   with a getter for every property: over a thousand for the built-ins the
 //   bundle imports (fs alone four times), about 3 ms and 600 kB of every
@@ -48,7 +49,7 @@ const BANNER = [
 //   (builtinNamespace): every property reads the same; only enumerating the
 //   namespace would differ, and nothing in the bundle does that
 //   (test/cli/bundle.test.ts checks).
-const DEFERRED_BUILTINS = ['tls', 'readline']
+const DEFERRED_BUILTINS = ['tls', 'readline', 'child_process', 'fs/promises']
 
 /**
  * An esbuild plugin that makes each patch's change ({name, file, from, to}:
@@ -133,7 +134,35 @@ const lazyPluginMatch = {
   from: 'const minimatch_1 = require("minimatch");',
   to: 'const minimatch_1 = {minimatch: (...args) => require("minimatch").minimatch(...args)};',
 }
-const DEPENDENCY_PATCHES = [codeUnitSortOfCommands, asciiStringWidth, syncOclifJsonReads, lazyCommandGlob, lazyPluginMatch]
+// Likewise lilconfig, which oclif needs only for a plugin whose package.json
+// has no oclif section (tw-db's has one), and which reads fs.promises when it
+// loads (DEFERRED_BUILTINS).
+const lazyPluginConfigSearch = {
+  name: 'lazy-plugin-config-search',
+  file: '@oclif/core/lib/util/read-pjson.js',
+  from: 'const lilconfig_1 = require("lilconfig");',
+  to: 'const lilconfig_1 = {lilconfig: (...args) => require("lilconfig").lilconfig(...args)};',
+}
+
+// To tell Linux from WSL, oclif imports wsl-utils, whose isWsl is is-wsl's,
+// and which also sets up PowerShell helpers that read child_process when
+// they load. Importing is-wsl itself gives the same answer and lets
+// child_process load only when a command runs a program (DEFERRED_BUILTINS).
+const wslCheckWithoutPowerShell = {
+  name: 'wsl-check-without-powershell',
+  file: '@oclif/core/lib/util/os.js',
+  from: "return (await import('wsl-utils')).isWsl ? 'wsl' : (0, node_os_1.platform)();",
+  to: "return (await import('is-wsl')).default ? 'wsl' : (0, node_os_1.platform)();",
+}
+const DEPENDENCY_PATCHES = [
+  codeUnitSortOfCommands,
+  asciiStringWidth,
+  syncOclifJsonReads,
+  lazyCommandGlob,
+  lazyPluginMatch,
+  lazyPluginConfigSearch,
+  wslCheckWithoutPowerShell,
+]
 
 // A code cache left from a previous bundle must never meet a new one.
 rmSync('dist/bundle', {recursive: true, force: true})

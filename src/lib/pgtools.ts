@@ -12,8 +12,6 @@ import type {ConnectionConfig} from './config.js'
 import {APPLICATION_NAME, type ServerVersion} from './connection.js'
 import {TwDbError} from './errors.js'
 
-const execFileAsync = promisify(execFile)
-
 export type PgToolName = 'pg_dump' | 'pg_restore' | 'psql'
 
 export interface PgTool {
@@ -73,6 +71,8 @@ async function installedCopies(name: PgToolName, pgBinDir: string | undefined, e
 
 /** Asks each copy its version, all at once; copies that give none are dropped. */
 async function probe(name: PgToolName, copies: InstalledCopy[]): Promise<Array<PgTool & InstalledCopy>> {
+  // Made here, not when the module loads: reading execFile would load child_process for every command (scripts/bundle.mjs).
+  const execFileAsync = promisify(execFile)
   const probed = await Promise.all(
     copies.map(async (copy) => {
       const output = await execFileAsync(copy.file, ['--version'], {timeout: 10_000}).then((r) => r.stdout, () => '')
