@@ -144,6 +144,23 @@ const lazyPluginConfigSearch = {
   to: 'const lilconfig_1 = {lilconfig: (...args) => require("lilconfig").lilconfig(...args)};',
 }
 
+// oclif's spinner carries every frame set of cli-spinners (48 kB of object
+// literal) and its template engine (ejs, for help texts and update URLs);
+// both are built when oclif loads though status and migrate use neither.
+// Each is required on first use instead.
+const lazySpinnerFrames = {
+  name: 'lazy-spinner-frames',
+  file: '@oclif/core/lib/ux/action/spinner.js',
+  from: 'const cli_spinners_1 = __importDefault(require("cli-spinners"));',
+  to: 'const cli_spinners_1 = {get default() { return require("cli-spinners"); }};',
+}
+const lazyTemplates = ['@oclif/core/lib/config/config.js', '@oclif/core/lib/help/util.js'].map((file) => ({
+  name: `lazy-templates (${file})`,
+  file,
+  from: 'const ejs_1 = __importDefault(require("ejs"));',
+  to: 'const ejs_1 = {get default() { return require("ejs"); }};',
+}))
+
 // To tell Linux from WSL, oclif imports wsl-utils, whose isWsl is is-wsl's,
 // and which also sets up PowerShell helpers that read child_process when
 // they load. Importing is-wsl itself gives the same answer and lets
@@ -161,6 +178,8 @@ const DEPENDENCY_PATCHES = [
   lazyCommandGlob,
   lazyPluginMatch,
   lazyPluginConfigSearch,
+  lazySpinnerFrames,
+  ...lazyTemplates,
   wslCheckWithoutPowerShell,
 ]
 
