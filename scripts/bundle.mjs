@@ -39,9 +39,12 @@ const BANNER = [
 //   commands use: postgres.js takes tls only for a TLS connection, oclif's
 //   parser readline only to read a flag's value from stdin, child_process
 //   and fs/promises serve the commands that run pg_dump or read files
-//   asynchronously. Loading them cost every command about 6 ms
-//   (bench/README.md), so each loads when a property of it is first read
-//   (deferredBuiltin; test/cli/bundle.test.ts checks that status loads none).
+//   asynchronously, crypto password authentication and the registry's
+//   checksums (which status computes while the server answers its query).
+//   Loading them cost every command about 10 ms (bench/README.md), so each
+//   loads when a property of it is first read (deferredBuiltin;
+//   test/cli/bundle.test.ts checks that status loads the first four not at
+//   all).
 // - esbuild's __toESM gives an ES import of a CommonJS module its own object
 //   with a getter for every property: over a thousand for the built-ins the
 //   bundle imports (fs alone four times), about 3 ms and 600 kB of every
@@ -49,7 +52,7 @@ const BANNER = [
 //   (builtinNamespace): every property reads the same; only enumerating the
 //   namespace would differ, and nothing in the bundle does that
 //   (test/cli/bundle.test.ts checks).
-const DEFERRED_BUILTINS = ['tls', 'readline', 'child_process', 'fs/promises']
+const DEFERRED_BUILTINS = ['tls', 'readline', 'child_process', 'fs/promises', 'crypto']
 
 /**
  * An esbuild plugin that makes each patch's change ({name, file, from, to}:
@@ -212,4 +215,4 @@ const code = rewriteBuiltinRequires(renameImportCalls(outputFiles[0].text, 'bund
   defer: 'deferredBuiltin',
   namespace: 'builtinNamespace',
 })
-writeFileSync(OUT, escapeNonAscii(asScript(`${BANNER}\n${code}`)))
+writeFileSync(OUT, asScript(escapeNonAscii(`${BANNER}\n${code}`)))

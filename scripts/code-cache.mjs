@@ -25,7 +25,7 @@ const TRAINING = [['migrate'], ['status']]
 // bin/run.js passes oclif the package's root, where its package.json is.
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
-const {exports: cli, script, sourceHash} = loadBundle()
+const {exports: cli, script, id} = loadBundle()
 const work = mkdtempSync(path.join(tmpdir(), 'tw-db-code-cache-'))
 const failure = await train(cli, `pglite:${path.join(work, 'pglite')}`).finally(() => rmSync(work, {recursive: true, force: true}))
 if (failure) {
@@ -33,7 +33,7 @@ if (failure) {
   process.exitCode = 0
 } else {
   const cache = codeCachePath(BUNDLE)
-  writeFileSync(`${cache}.tmp`, codeCacheFor(script, sourceHash))
+  writeFileSync(`${cache}.tmp`, codeCacheFor(script, id))
   renameSync(`${cache}.tmp`, cache)
 }
 

@@ -169,7 +169,8 @@ export function isUpToDate(report: StatusReport): boolean {
 export async function readStatus(sql: Sql, loadMigrations: () => Promise<readonly Migration[]>): Promise<StatusReport> {
   const ledger = readLedger(sql)
   ledger.catch(() => undefined) // awaited below, unless the registry fails first
-  // net.connect starts on the next tick: let it, before reading files synchronously.
+  // Let the query start connecting before the files are read synchronously. (postgres.js
+  // connects from a zero-delay timer, so this sometimes still comes first: correct either way.)
   await new Promise(setImmediate)
   const migrations = await loadMigrations()
   return statusReport(plan(migrations, (await ledger)?.rows ?? []))

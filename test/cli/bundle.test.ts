@@ -69,7 +69,7 @@ describe('the bundled CLI', () => {
     const load = (label: string) =>
       `import {loadBundle, codeCacheFor, codeCachePath} from ${JSON.stringify(LOADER)}; import {writeFileSync} from 'node:fs';` +
       `const loaded = loadBundle(${JSON.stringify(bundle)}); loaded.exports.twice(2);` +
-      `if (${JSON.stringify(label)} === 'save') writeFileSync(codeCachePath(${JSON.stringify(bundle)}), codeCacheFor(loaded.script, loaded.sourceHash));` +
+      `if (${JSON.stringify(label)} === 'save') writeFileSync(codeCachePath(${JSON.stringify(bundle)}), codeCacheFor(loaded.script, loaded.id));` +
       `process.stdout.write(JSON.stringify([loaded.exports.answer, loaded.cacheUsed]))`
 
     writeFileSync(bundle, script('old'))
@@ -77,6 +77,9 @@ describe('the bundled CLI', () => {
     assert.deepEqual(JSON.parse(runNode(load('read'))), ['old', true], 'its own cache is used')
     writeFileSync(bundle, script('new'))
     assert.deepEqual(JSON.parse(runNode(load('read'))), ['new', false])
+    // A file not written by the build names no bundle: the cache beside it is never used.
+    writeFileSync(bundle, script('old').split('\n').slice(1).join('\n'))
+    assert.deepEqual(JSON.parse(runNode(load('read'))), ['old', false])
   })
 
   it('leaves the built-ins it defers unloaded by status on a server without TLS', async () => {
