@@ -120,49 +120,40 @@ const syncOclifJsonReads = {
   to: "const contents = (0, node_fs_1.readFileSync)(path, 'utf8');",
 }
 
-// oclif loads a glob library (tinyglobby, with fdir and picomatch) to find
-// command files by pattern, and minimatch to match plugin names by wildcard,
-// when it starts; tw-db lists its commands (package.json oclif.commands,
-// "explicit") and has no plugins. Each loads on its first call instead: about
-// 2 ms of every command (bench/README.md).
-const lazyCommandGlob = {
-  name: 'lazy-command-glob',
-  file: '@oclif/core/lib/config/plugin.js',
-  from: 'const tinyglobby_1 = require("tinyglobby");',
-  to: 'const tinyglobby_1 = {glob: (...args) => require("tinyglobby").glob(...args)};',
-}
-const lazyPluginMatch = {
-  name: 'lazy-plugin-match',
-  file: '@oclif/core/lib/config/plugin-loader.js',
-  from: 'const minimatch_1 = require("minimatch");',
-  to: 'const minimatch_1 = {minimatch: (...args) => require("minimatch").minimatch(...args)};',
-}
-// Likewise lilconfig, which oclif needs only for a plugin whose package.json
-// has no oclif section (tw-db's has one), and which reads fs.promises when it
-// loads (DEFERRED_BUILTINS).
-const lazyPluginConfigSearch = {
-  name: 'lazy-plugin-config-search',
-  file: '@oclif/core/lib/util/read-pjson.js',
-  from: 'const lilconfig_1 = require("lilconfig");',
-  to: 'const lilconfig_1 = {lilconfig: (...args) => require("lilconfig").lilconfig(...args)};',
+/** A patch making `const variable = require("module");` in `file` require the module when one of `functions` is first called. */
+function deferRequire(name, file, variable, module, functions) {
+  const calls = functions.map((fn) => `${fn}: (...args) => require("${module}").${fn}(...args)`)
+  return {name, file, from: `const ${variable} = require("${module}");`, to: `const ${variable} = {${calls.join(', ')}};`}
 }
 
-// oclif's spinner carries every frame set of cli-spinners (48 kB of object
-// literal) and its template engine (ejs, for help texts and update URLs);
-// both are built when oclif loads though status and migrate use neither.
-// Each is required on first use instead.
-const lazySpinnerFrames = {
-  name: 'lazy-spinner-frames',
-  file: '@oclif/core/lib/ux/action/spinner.js',
-  from: 'const cli_spinners_1 = __importDefault(require("cli-spinners"));',
-  to: 'const cli_spinners_1 = {get default() { return require("cli-spinners"); }};',
+/** A patch making `const variable = __importDefault(require("module"));` in `file` require the module when its default is first read. */
+function deferDefaultImport(name, file, variable, module) {
+  return {
+    name,
+    file,
+    from: `const ${variable} = __importDefault(require("${module}"));`,
+    to: `const ${variable} = {get default() { return require("${module}"); }};`,
+  }
 }
-const lazyTemplates = ['@oclif/core/lib/config/config.js', '@oclif/core/lib/help/util.js'].map((file) => ({
-  name: `lazy-templates (${file})`,
-  file,
-  from: 'const ejs_1 = __importDefault(require("ejs"));',
-  to: 'const ejs_1 = {get default() { return require("ejs"); }};',
-}))
+
+// oclif loads a glob library (tinyglobby, with fdir and picomatch) to find
+// command files by pattern, minimatch to match plugin names by wildcard, and
+// lilconfig for a plugin whose package.json has no oclif section, when it
+// starts; tw-db lists its commands (package.json oclif.commands, "explicit"),
+// has an oclif section and no plugins. About 2 ms of every command
+// (bench/README.md), and lilconfig reads fs.promises as it loads
+// (DEFERRED_BUILTINS). Likewise the frame sets of oclif's spinner
+// (cli-spinners, 48 kB of object literal) and its template engine (ejs, for
+// help texts and update URLs), which status and migrate never use. Each is
+// required on first use instead.
+const lazyOclifDependencies = [
+  deferRequire('lazy-command-glob', '@oclif/core/lib/config/plugin.js', 'tinyglobby_1', 'tinyglobby', ['glob']),
+  deferRequire('lazy-plugin-match', '@oclif/core/lib/config/plugin-loader.js', 'minimatch_1', 'minimatch', ['minimatch']),
+  deferRequire('lazy-plugin-config-search', '@oclif/core/lib/util/read-pjson.js', 'lilconfig_1', 'lilconfig', ['lilconfig']),
+  deferDefaultImport('lazy-spinner-frames', '@oclif/core/lib/ux/action/spinner.js', 'cli_spinners_1', 'cli-spinners'),
+  deferDefaultImport('lazy-templates', '@oclif/core/lib/config/config.js', 'ejs_1', 'ejs'),
+  deferDefaultImport('lazy-help-templates', '@oclif/core/lib/help/util.js', 'ejs_1', 'ejs'),
+]
 
 // To tell Linux from WSL, oclif imports wsl-utils, whose isWsl is is-wsl's,
 // and which also sets up PowerShell helpers that read child_process when
@@ -174,17 +165,7 @@ const wslCheckWithoutPowerShell = {
   from: "return (await import('wsl-utils')).isWsl ? 'wsl' : (0, node_os_1.platform)();",
   to: "return (await import('is-wsl')).default ? 'wsl' : (0, node_os_1.platform)();",
 }
-const DEPENDENCY_PATCHES = [
-  codeUnitSortOfCommands,
-  asciiStringWidth,
-  syncOclifJsonReads,
-  lazyCommandGlob,
-  lazyPluginMatch,
-  lazyPluginConfigSearch,
-  lazySpinnerFrames,
-  ...lazyTemplates,
-  wslCheckWithoutPowerShell,
-]
+const DEPENDENCY_PATCHES = [codeUnitSortOfCommands, asciiStringWidth, syncOclifJsonReads, ...lazyOclifDependencies, wslCheckWithoutPowerShell]
 
 // A code cache left from a previous bundle must never meet a new one.
 rmSync('dist/bundle', {recursive: true, force: true})
