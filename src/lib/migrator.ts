@@ -159,9 +159,9 @@ export function isUpToDate(report: StatusReport): boolean {
   return report.summary.pending === 0 && report.summary.modified === 0 && report.summary.unknown === 0
 }
 
-/** Read-only: never creates the ledger, so it works on replicas and untouched databases. */
 /**
- * The state of every migration. The ledger query goes out before the registry
+ * The state of every migration. Read-only: never creates the ledger, so it
+ * works on replicas and untouched databases. The ledger query goes out before the registry
  * is read (`loadMigrations`): the server takes longer to open a session and
  * answer than tw-db takes to read the files. A registry error still comes
  * first, as if it had been read before connecting.
