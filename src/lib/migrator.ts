@@ -161,10 +161,10 @@ export function isUpToDate(report: StatusReport): boolean {
 
 /**
  * The state of every migration. Read-only: never creates the ledger, so it
- * works on replicas and untouched databases. The ledger query goes out before the registry
- * is read (`loadMigrations`): the server takes longer to open a session and
- * answer than tw-db takes to read the files. A registry error still comes
- * first, as if it had been read before connecting.
+ * works on replicas and untouched databases. The ledger query goes out before
+ * the registry is read (`loadMigrations`): the server takes longer to open a
+ * session and answer than tw-db takes to read the files. A registry error
+ * still comes first, as if it had been read before connecting.
  */
 export async function readStatus(sql: Sql, loadMigrations: () => Promise<readonly Migration[]>): Promise<StatusReport> {
   const ledger = readLedger(sql)
