@@ -40,7 +40,9 @@ const BANNER = [
 //   parser readline only to read a flag's value from stdin, child_process
 //   and fs/promises serve the commands that run pg_dump or read files
 //   asynchronously, crypto password authentication and the registry's
-//   checksums (which status computes while the server answers its query).
+//   checksums (which status computes while the server answers its query),
+//   zlib a gzip dump, dns/promises check-connection, readline/promises
+//   reset's prompt.
 //   Loading them cost every command about 10 ms (bench/README.md), so each
 //   loads when a property of it is first read (deferredBuiltin;
 //   test/cli/bundle.test.ts checks that status loads the first four not at
@@ -52,7 +54,7 @@ const BANNER = [
 //   (builtinNamespace): every property reads the same; only enumerating the
 //   namespace would differ, and nothing in the bundle does that
 //   (test/cli/bundle.test.ts checks).
-const DEFERRED_BUILTINS = ['tls', 'readline', 'child_process', 'fs/promises', 'crypto']
+const DEFERRED_BUILTINS = ['tls', 'readline', 'child_process', 'fs/promises', 'crypto', 'zlib', 'dns/promises', 'readline/promises']
 
 /**
  * An esbuild plugin that makes each patch's change ({name, file, from, to}:

@@ -1,3 +1,5 @@
+import {createInterface} from 'node:readline/promises'
+
 import * as Flags from '@oclif/core/flags'
 
 import {BaseCommand} from '../base-command.js'
@@ -81,8 +83,6 @@ export default class Reset extends BaseCommand {
       })
     }
     warn(`this drops every table and schema in ${display}.`)
-    // Loaded here: every command's start loads this module (src/cli.ts), and only this prompt reads a line.
-    const {createInterface} = await import('node:readline/promises')
     const prompt = createInterface({input: process.stdin, output: process.stderr})
     try {
       const answer = await prompt.question(`Type the database name (${database}) to confirm: `)

@@ -1,3 +1,4 @@
+import {lookup} from 'node:dns/promises'
 import {connect as netConnect, isIP, type Socket} from 'node:net'
 
 import type {Config, ConnectionConfig, SslMode} from './config.js'
@@ -547,8 +548,6 @@ const RUNS: Record<StepName, StepRun> = {
     if (socketPath) return {status: 'pass', detail: `unix socket directory ${socketPath}: no lookup`}
     if (isIP(host)) return {status: 'pass', detail: `${host} is an IP address: no lookup`}
     try {
-      // Loaded here: every command's start loads this module (src/cli.ts), and only this check resolves names.
-      const {lookup} = await import('node:dns/promises')
       const addresses = await withTimeout(lookup(host, {all: true}), ctx.timeoutMs)
       return {status: 'pass', detail: `${host} resolves to ${addresses.map((a) => a.address).join(', ')}`}
     } catch (error) {

@@ -13,6 +13,7 @@ import path from 'node:path'
 import {once} from 'node:events'
 import type {Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
+import {createGunzip} from 'node:zlib'
 
 import type {ConnectionConfig} from './config.js'
 import {reserveSession, type Sql} from './connection.js'
@@ -131,8 +132,6 @@ async function prepareInput(options: RestoreOptions, work: string): Promise<Prep
   const format = detectFormat(await readHead(file))
   if (format !== 'gzip') return {path: file, format, originalFormat: format, label}
   const plain = path.join(work, 'decompressed.sql')
-  // Loaded here: every command's start loads this module (src/cli.ts), and only a gzip dump needs it.
-  const {createGunzip} = await import('node:zlib')
   try {
     await pipeline(createReadStream(file), createGunzip(), createWriteStream(plain, {mode: 0o600}))
   } catch (error) {
